@@ -1,0 +1,303 @@
+//! Typed scale-set messages as the Actions service sends them.
+//!
+//! A queue message's `body` is a JSON *string* that holds an array of job messages, each
+//! dispatched on its own `messageType`. Unknown job types are skipped (the service adds
+//! types over time); a body that is not an array of objects is a [`MessageParseError`].
+
+use serde::{Deserialize, Deserializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The queue message type that carries job messages.
+pub const JOB_MESSAGES_TYPE: &str = "RunnerScaleSetJobMessages";
+
+/// Statistics the service attaches to sessions and messages. Scaling follows
+/// `total_assigned_jobs` only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunnerScaleSetStatistic {
+    pub total_available_jobs: i64,
+    pub total_acquired_jobs: i64,
+    pub total_assigned_jobs: i64,
+    pub total_running_jobs: i64,
+    pub total_registered_runners: i64,
+    pub total_busy_runners: i64,
+    pub total_idle_runners: i64,
+}
+
+/// Fields every job message carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobCommon {
+    pub runner_request_id: i64,
+    pub repository_name: String,
+    pub owner_name: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub job_id: String,
+    pub job_workflow_ref: String,
+    pub job_display_name: String,
+    pub workflow_run_id: i64,
+    pub event_name: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub request_labels: Vec<String>,
+    #[serde(deserialize_with = "optional_time")]
+    pub queue_time: Option<OffsetDateTime>,
+    #[serde(deserialize_with = "optional_time")]
+    pub scale_set_assign_time: Option<OffsetDateTime>,
+    #[serde(deserialize_with = "optional_time")]
+    pub runner_assign_time: Option<OffsetDateTime>,
+    #[serde(deserialize_with = "optional_time")]
+    pub finish_time: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobAvailable {
+    #[serde(flatten)]
+    pub common: JobCommon,
+    pub acquire_job_url: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobAssigned {
+    #[serde(flatten)]
+    pub common: JobCommon,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobStarted {
+    #[serde(flatten)]
+    pub common: JobCommon,
+    pub runner_id: i64,
+    pub runner_name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobCompleted {
+    #[serde(flatten)]
+    pub common: JobCommon,
+    pub result: String,
+    pub runner_id: i64,
+    pub runner_name: String,
+}
+
+/// One job message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobMessage {
+    Available(JobAvailable),
+    Assigned(JobAssigned),
+    Started(JobStarted),
+    Completed(JobCompleted),
+}
+
+impl JobMessage {
+    pub fn common(&self) -> &JobCommon {
+        match self {
+            JobMessage::Available(m) => &m.common,
+            JobMessage::Assigned(m) => &m.common,
+            JobMessage::Started(m) => &m.common,
+            JobMessage::Completed(m) => &m.common,
+        }
+    }
+}
+
+/// A message taken from the scale set's queue, with its body parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerScaleSetMessage {
+    pub message_id: i64,
+    pub message_type: String,
+    pub statistics: Option<RunnerScaleSetStatistic>,
+    /// Job messages in the order the service sent them.
+    pub jobs: Vec<JobMessage>,
+    /// Job messages of a type this listener does not handle, skipped.
+    pub skipped_jobs: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageParseError {
+    #[error("message {message_id}: body is not a JSON array of job messages: {reason}")]
+    Body { message_id: i64, reason: String },
+    #[error("message {message_id}: job message {index} ({message_type}) is malformed: {reason}")]
+    Job {
+        message_id: i64,
+        index: usize,
+        message_type: String,
+        reason: String,
+    },
+    #[error("queue message is not valid JSON: {reason}")]
+    Envelope { reason: String },
+}
+
+/// The queue message as it arrives, before its body is parsed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawQueueMessage {
+    pub message_id: i64,
+    pub message_type: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub body: String,
+    pub statistics: Option<RunnerScaleSetStatistic>,
+}
+
+/// Strip a UTF-8 byte-order mark, which the service may prefix to bodies.
+pub fn strip_bom(s: &str) -> &str {
+    s.strip_prefix('\u{feff}').unwrap_or(s)
+}
+
+/// Parse a whole queue message (the HTTP response body of a 200 from the queue).
+pub fn parse_queue_message(raw: &[u8]) -> Result<RunnerScaleSetMessage, MessageParseError> {
+    let text = std::str::from_utf8(raw).map_err(|e| MessageParseError::Envelope {
+        reason: e.to_string(),
+    })?;
+    let raw: RawQueueMessage =
+        serde_json::from_str(strip_bom(text)).map_err(|e| MessageParseError::Envelope {
+            reason: e.to_string(),
+        })?;
+    parse_message(raw)
+}
+
+/// Parse the body of a queue message into typed job messages.
+pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, MessageParseError> {
+    let mut message = RunnerScaleSetMessage {
+        message_id: raw.message_id,
+        message_type: raw.message_type,
+        statistics: raw.statistics,
+        jobs: Vec::new(),
+        skipped_jobs: 0,
+    };
+    if message.message_type != JOB_MESSAGES_TYPE {
+        // The anchor ignores the body of other message types; so do we.
+        return Ok(message);
+    }
+    let body = strip_bom(&raw.body).trim();
+    if body.is_empty() {
+        return Ok(message);
+    }
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(body).map_err(|e| MessageParseError::Body {
+            message_id: message.message_id,
+            reason: e.to_string(),
+        })?;
+    for (index, item) in items.into_iter().enumerate() {
+        let message_type = item
+            .get("messageType")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let job_error = |e: serde_json::Error| MessageParseError::Job {
+            message_id: message.message_id,
+            index,
+            message_type: message_type.clone(),
+            reason: e.to_string(),
+        };
+        let job = match message_type.as_str() {
+            "JobAvailable" => JobMessage::Available(serde_json::from_value(item).map_err(job_error)?),
+            "JobAssigned" => JobMessage::Assigned(serde_json::from_value(item).map_err(job_error)?),
+            "JobStarted" => JobMessage::Started(serde_json::from_value(item).map_err(job_error)?),
+            "JobCompleted" => JobMessage::Completed(serde_json::from_value(item).map_err(job_error)?),
+            _ => {
+                message.skipped_jobs += 1;
+                continue;
+            }
+        };
+        message.jobs.push(job);
+    }
+    Ok(message)
+}
+
+/// `0001-01-01T00:00:00Z` (Go's zero time), null and "" mean unset.
+fn optional_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    let Some(s) = s else { return Ok(None) };
+    if s.is_empty() || s.starts_with("0001-01-01") {
+        return Ok(None);
+    }
+    OffsetDateTime::parse(&s, &Rfc3339)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 time {s:?}: {e}")))
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Job ids are strings on the wire; accept a bare number as well.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "jobId must be a string, got {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_message(body: &str) -> Vec<u8> {
+        serde_json::json!({
+            "messageId": 7,
+            "messageType": JOB_MESSAGES_TYPE,
+            "body": body,
+            "statistics": {"totalAssignedJobs": 3, "totalRunningJobs": 1}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn parses_every_job_type_and_skips_unknown() {
+        let body = serde_json::json!([
+            {"messageType": "JobAvailable", "runnerRequestId": 1, "acquireJobUrl": "http://x", "jobId": "a"},
+            {"messageType": "JobAssigned", "runnerRequestId": 2},
+            {"messageType": "JobStarted", "runnerRequestId": 3, "runnerId": 9, "runnerName": "r-1",
+             "runnerAssignTime": "2024-05-01T10:00:00.1234567Z"},
+            {"messageType": "JobCompleted", "runnerRequestId": 4, "result": "succeeded",
+             "finishTime": "0001-01-01T00:00:00Z"},
+            {"messageType": "JobSomethingNew", "runnerRequestId": 5}
+        ])
+        .to_string();
+        let m = parse_queue_message(&queue_message(&body)).unwrap();
+        assert_eq!(m.message_id, 7);
+        assert_eq!(m.statistics.unwrap().total_assigned_jobs, 3);
+        assert_eq!(m.jobs.len(), 4);
+        assert_eq!(m.skipped_jobs, 1);
+        let JobMessage::Started(started) = &m.jobs[2] else { panic!("not started") };
+        assert_eq!(started.runner_name, "r-1");
+        let t = started.common.runner_assign_time.unwrap();
+        assert_eq!(t.nanosecond(), 123_456_700);
+        let JobMessage::Completed(done) = &m.jobs[3] else { panic!("not completed") };
+        assert_eq!(done.common.finish_time, None);
+    }
+
+    #[test]
+    fn strips_bom_from_envelope_and_body() {
+        let body = "\u{feff}[{\"messageType\":\"JobAssigned\",\"runnerRequestId\":2}]";
+        let mut raw = "\u{feff}".as_bytes().to_vec();
+        raw.extend(queue_message(body));
+        let m = parse_queue_message(&raw).unwrap();
+        assert_eq!(m.jobs.len(), 1);
+    }
+
+    #[test]
+    fn malformed_body_is_a_clear_error() {
+        let err = parse_queue_message(&queue_message("{not json")).unwrap_err();
+        assert!(matches!(err, MessageParseError::Body { message_id: 7, .. }), "{err}");
+        let err = parse_queue_message(&queue_message(
+            "[{\"messageType\":\"JobStarted\",\"queueTime\":\"yesterday\"}]",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("JobStarted"), "{err}");
+        assert!(err.to_string().contains("yesterday"), "{err}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Scales an ARC `EphemeralRunnerSet` and marks `EphemeralRunner`s busy, with merge
+//! patches only: the listener's Role grants `patch` and nothing else.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+
+/// The job fields written to an `EphemeralRunner`'s status when its job starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerJobStatus {
+    /// The `EphemeralRunner`'s name (the job's `runnerName`).
+    pub runner_name: String,
+    pub job_request_id: i64,
+    /// `owner/repo`.
+    pub job_repository_name: String,
+    pub job_id: String,
+    pub workflow_run_id: i64,
+    pub job_workflow_ref: String,
+    pub job_display_name: String,
+}
+
+/// What the listener asks of Kubernetes.
+pub trait Scaler: Send + Sync {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Scale the set to `min_runners + count` (capped at `max_runners`) and return the
+    /// target. `jobs_changed` says whether the message that produced `count` held job
+    /// started/completed messages (ARC's `dirty`).
+    fn handle_desired_runner_count(
+        &self,
+        count: i64,
+        jobs_changed: bool,
+    ) -> impl Future<Output = Result<i32, Self::Error>> + Send;
+
+    /// Write job details to the runners that started them. Failures are logged, never
+    /// returned: a missing runner must not stop the listener.
+    fn handle_jobs_started(&self, jobs: Vec<RunnerJobStatus>) -> impl Future<Output = ()> + Send;
+}
