@@ -1,0 +1,1 @@
+//! Fake GitHub REST + Actions scale-set service + message broker on one loopback port.

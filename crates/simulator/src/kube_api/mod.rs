@@ -1,0 +1,1 @@
+//! Fake Kubernetes API server for the ARC resources the listener patches.
