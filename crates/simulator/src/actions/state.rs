@@ -1,0 +1,629 @@
+//! The fake's state: credentials, the session, the job model and the message queue.
+//!
+//! Everything lives behind one mutex that is never held across an `.await`. Statistics are
+//! kept as counters and job messages are serialised once when they are produced, so the
+//! cost per job is constant however many jobs are in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{
+    Endpoint, FakeActionsConfig, FakeJob, FakeStatistics, FakeStats, Fault, RegistrationScope,
+    RequestRecord,
+};
+
+/// The request log keeps at most this many records (benchmarks send many requests).
+const MAX_REQUEST_RECORDS: usize = 200_000;
+/// What the wire says for "not set".
+const UNSET_TIME: &str = "0001-01-01T00:00:00Z";
+/// Registration and installation tokens live an hour, like GitHub's.
+const GITHUB_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+pub(crate) fn random_alnum(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+pub(crate) fn random_uuid() -> String {
+    let v: u128 = rand::random();
+    // Shape of a version-4 uuid.
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339)
+        .unwrap_or_else(|_| UNSET_TIME.to_owned())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    Available,
+    Acquired,
+    Running,
+}
+
+struct Job {
+    fields: FakeJob,
+    job_id: String,
+    state: JobState,
+    queue_time: OffsetDateTime,
+    scale_set_assign_time: Option<OffsetDateTime>,
+    runner_assign_time: Option<OffsetDateTime>,
+    runner_id: i64,
+    runner_name: String,
+}
+
+/// A job message as the service sends it (camelCase, every common field present).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobMessageWire<'a> {
+    message_type: &'a str,
+    runner_request_id: i64,
+    repository_name: &'a str,
+    owner_name: &'a str,
+    job_id: &'a str,
+    job_workflow_ref: &'a str,
+    job_display_name: &'a str,
+    workflow_run_id: i64,
+    event_name: &'a str,
+    request_labels: &'a [String],
+    queue_time: String,
+    scale_set_assign_time: String,
+    runner_assign_time: String,
+    finish_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acquire_job_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a str>,
+}
+
+enum QueueItem {
+    /// One serialised job message, batched with its neighbours.
+    Job(String),
+    /// A message of its own, delivered verbatim.
+    Raw { message_type: String, body: String },
+}
+
+struct InFlight {
+    id: i64,
+    message_type: String,
+    body: String,
+    deliveries: u64,
+}
+
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) owner: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueueMessageWire<'a> {
+    message_id: i64,
+    message_type: &'a str,
+    body: &'a str,
+    statistics: FakeStatistics,
+}
+
+pub(crate) struct State {
+    scale_set_id: i64,
+    scale_set_name: String,
+    max_jobs_per_message: usize,
+    queue_token_ttl: Duration,
+    admin_token_ttl: Duration,
+    base_url: String,
+    acquire_job_url: String,
+    admin_secret: Vec<u8>,
+
+    pub(crate) latency: Duration,
+    pub(crate) faults: Vec<(Endpoint, Fault)>,
+    /// Admin token → when it expires.
+    pub(crate) admin_tokens: HashMap<String, Instant>,
+    /// Queue token → (session id, when it expires).
+    pub(crate) queue_tokens: HashMap<String, (String, Instant)>,
+    installation_tokens: HashMap<String, Instant>,
+    registration_tokens: HashMap<String, (RegistrationScope, Instant)>,
+    pub(crate) session: Option<Session>,
+    stale_sessions: Vec<(String, Instant)>,
+
+    pub(crate) requests: Vec<RequestRecord>,
+    pub(crate) registration_scopes: Vec<RegistrationScope>,
+    pub(crate) registered_urls: Vec<String>,
+    pub(crate) stats: FakeStats,
+    pub(crate) registered_runners: i64,
+
+    jobs: HashMap<i64, Job>,
+    available: i64,
+    acquired: i64,
+    running: i64,
+    queue: VecDeque<QueueItem>,
+    in_flight: Option<InFlight>,
+    next_request_id: i64,
+    next_message_id: i64,
+    next_run_id: i64,
+    next_runner_id: i64,
+}
+
+pub(crate) enum CreateSession {
+    Created(serde_json::Value),
+    Conflict(String),
+}
+
+impl State {
+    pub(crate) fn new(
+        config: &FakeActionsConfig,
+        base_url: &str,
+        service_prefix: &str,
+    ) -> anyhow::Result<State> {
+        Ok(State {
+            scale_set_id: config.scale_set_id,
+            scale_set_name: config.scale_set_name.clone(),
+            max_jobs_per_message: config.max_jobs_per_message,
+            queue_token_ttl: config.queue_token_ttl,
+            admin_token_ttl: config.admin_token_ttl,
+            base_url: base_url.to_owned(),
+            acquire_job_url: format!(
+                "{base_url}{service_prefix}_apis/runtime/runnerscalesets/{}/acquirejobs",
+                config.scale_set_id
+            ),
+            admin_secret: random_alnum(32).into_bytes(),
+            latency: Duration::ZERO,
+            faults: Vec::new(),
+            admin_tokens: HashMap::new(),
+            queue_tokens: HashMap::new(),
+            installation_tokens: HashMap::new(),
+            registration_tokens: HashMap::new(),
+            session: None,
+            stale_sessions: Vec::new(),
+            requests: Vec::new(),
+            registration_scopes: Vec::new(),
+            registered_urls: Vec::new(),
+            stats: FakeStats::default(),
+            registered_runners: 0,
+            jobs: HashMap::new(),
+            available: 0,
+            acquired: 0,
+            running: 0,
+            queue: VecDeque::new(),
+            in_flight: None,
+            next_request_id: 1,
+            next_message_id: 1,
+            next_run_id: 1_000_000,
+            next_runner_id: 1,
+        })
+    }
+
+    pub(crate) fn statistics(&self) -> FakeStatistics {
+        FakeStatistics {
+            total_available_jobs: self.available,
+            total_acquired_jobs: self.acquired,
+            total_assigned_jobs: self.acquired + self.running,
+            total_running_jobs: self.running,
+            total_registered_runners: self.registered_runners,
+            total_busy_runners: self.running,
+            total_idle_runners: (self.registered_runners - self.running).max(0),
+        }
+    }
+
+    pub(crate) fn record(&mut self, record: RequestRecord) {
+        self.stats.requests += 1;
+        if record.status == 401 {
+            self.stats.unauthorized += 1;
+        }
+        if self.requests.len() < MAX_REQUEST_RECORDS {
+            self.requests.push(record);
+        }
+    }
+
+    /// Take one firing of the first pending fault for `endpoint`.
+    pub(crate) fn take_fault(&mut self, endpoint: Endpoint) -> Option<Fault> {
+        let index = self
+            .faults
+            .iter()
+            .position(|(e, f)| *e == endpoint && f.times > 0)?;
+        let fault = {
+            let (_, fault) = &mut self.faults[index];
+            fault.times -= 1;
+            fault.clone()
+        };
+        if fault.times == 0 {
+            self.faults.remove(index);
+        }
+        self.stats.faults_fired += 1;
+        Some(fault)
+    }
+
+    // ---- GitHub credentials -------------------------------------------------------------
+
+    pub(crate) fn issue_installation_token(&mut self) -> (String, String) {
+        let token = format!("ghs_{}", random_alnum(36));
+        self.installation_tokens
+            .insert(token.clone(), Instant::now() + GITHUB_TOKEN_TTL);
+        self.stats.app_tokens_issued += 1;
+        (token, github_expiry())
+    }
+
+    pub(crate) fn installation_token_valid(&self, token: &str) -> bool {
+        self.installation_tokens
+            .get(token)
+            .is_some_and(|exp| *exp > Instant::now())
+    }
+
+    pub(crate) fn issue_registration_token(&mut self, scope: RegistrationScope) -> (String, String) {
+        let token = random_alnum(29).to_uppercase();
+        self.registration_tokens
+            .insert(token.clone(), (scope.clone(), Instant::now() + GITHUB_TOKEN_TTL));
+        self.registration_scopes.push(scope);
+        self.stats.registration_tokens_issued += 1;
+        (token, github_expiry())
+    }
+
+    pub(crate) fn registration_token_scope(&self, token: &str) -> Option<RegistrationScope> {
+        self.registration_tokens
+            .get(token)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(scope, _)| scope.clone())
+    }
+
+    /// A fresh admin JWT whose `exp` claim is `admin_token_ttl` from now.
+    pub(crate) fn issue_admin_token(&mut self, url: &str) -> anyhow::Result<String> {
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            iss: &'a str,
+            aud: &'a str,
+            sub: &'a str,
+            scp: &'a str,
+            iat: u64,
+            nbf: u64,
+            exp: u64,
+            owner: &'a str,
+        }
+        let now = unix_now();
+        let ttl = self.admin_token_ttl;
+        let claims = Claims {
+            iss: "https://vstoken.actions.githubusercontent.com",
+            aud: &self.base_url,
+            sub: "fake-actions-runner-admin",
+            scp: "Actions.RunnerAdmin",
+            iat: now,
+            nbf: now,
+            exp: now + ttl.as_secs(),
+            owner: url,
+        };
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&self.admin_secret),
+        )?;
+        self.admin_tokens
+            .insert(token.clone(), Instant::now() + ttl);
+        self.stats.runner_registrations += 1;
+        self.registered_urls.push(url.to_owned());
+        Ok(token)
+    }
+
+    pub(crate) fn admin_token_valid(&self, token: &str) -> bool {
+        self.admin_tokens
+            .get(token)
+            .is_some_and(|exp| *exp > Instant::now())
+    }
+
+    /// The session a valid, unexpired queue token belongs to.
+    pub(crate) fn queue_token_session(&self, token: &str) -> Option<&str> {
+        self.queue_tokens
+            .get(token)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(session, _)| session.as_str())
+    }
+
+    // ---- sessions -----------------------------------------------------------------------
+
+    pub(crate) fn add_stale_session(&mut self, owner: &str, lifetime: Duration) {
+        self.stale_sessions
+            .push((owner.to_owned(), Instant::now() + lifetime));
+    }
+
+    pub(crate) fn create_session(&mut self, owner: &str, queue_base: &str) -> CreateSession {
+        let now = Instant::now();
+        self.stale_sessions.retain(|(_, until)| *until > now);
+        let holder = self
+            .session
+            .as_ref()
+            .map(|s| s.owner.clone())
+            .or_else(|| self.stale_sessions.first().map(|(o, _)| o.clone()));
+        if let Some(holder) = holder {
+            self.stats.session_conflicts += 1;
+            return CreateSession::Conflict(format!(
+                "The scale set {} already has an active session for owner {holder}.",
+                self.scale_set_name
+            ));
+        }
+        let id = random_uuid();
+        self.session = Some(Session {
+            id: id.clone(),
+            owner: owner.to_owned(),
+        });
+        self.stats.sessions_created += 1;
+        CreateSession::Created(self.session_json(&id, owner, queue_base))
+    }
+
+    /// A new queue token for the live session `id`; `None` if that is not the live session.
+    pub(crate) fn refresh_session(&mut self, id: &str, queue_base: &str) -> Option<serde_json::Value> {
+        let owner = self.session.as_ref().filter(|s| s.id == id)?.owner.clone();
+        self.stats.sessions_refreshed += 1;
+        Some(self.session_json(id, &owner, queue_base))
+    }
+
+    pub(crate) fn delete_session(&mut self, id: &str) -> bool {
+        if self.session.as_ref().is_none_or(|s| s.id != id) {
+            return false;
+        }
+        self.session = None;
+        self.queue_tokens.retain(|_, (session, _)| session != id);
+        self.stats.sessions_deleted += 1;
+        true
+    }
+
+    fn session_json(&mut self, id: &str, owner: &str, queue_base: &str) -> serde_json::Value {
+        let token = random_alnum(64);
+        self.queue_tokens.insert(
+            token.clone(),
+            (id.to_owned(), Instant::now() + self.queue_token_ttl),
+        );
+        let statistics = self.statistics();
+        serde_json::json!({
+            "sessionId": id,
+            "ownerName": owner,
+            "runnerScaleSet": {
+                "id": self.scale_set_id,
+                "name": self.scale_set_name,
+                "runnerGroupId": 1,
+                "runnerGroupName": "Default",
+                "labels": [{"id": 0, "name": self.scale_set_name, "type": "System"}],
+                "runnerSetting": {"ephemeral": true, "isElastic": true, "disableUpdate": true},
+                "statistics": statistics,
+            },
+            "messageQueueUrl": format!(
+                "{queue_base}/queue/{id}/messages?sessionId={id}&api-version=6.0-preview"
+            ),
+            "messageQueueAccessToken": token,
+            "statistics": statistics,
+        })
+    }
+
+    pub(crate) fn live_session_id(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.id.as_str())
+    }
+
+    // ---- job model ----------------------------------------------------------------------
+
+    pub(crate) fn queue_job(&mut self, fields: FakeJob) -> i64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut fields = fields;
+        if fields.workflow_run_id == 0 {
+            fields.workflow_run_id = self.next_run_id;
+            self.next_run_id += 1;
+        }
+        let job_id = fields.job_id.clone().unwrap_or_else(random_uuid);
+        let job = Job {
+            fields,
+            job_id,
+            state: JobState::Available,
+            queue_time: OffsetDateTime::now_utc(),
+            scale_set_assign_time: None,
+            runner_assign_time: None,
+            runner_id: 0,
+            runner_name: String::new(),
+        };
+        self.push_job_message(&job, id, "JobAvailable", None);
+        self.jobs.insert(id, job);
+        self.available += 1;
+        self.stats.jobs_queued += 1;
+        id
+    }
+
+    /// Acquire the available jobs among `ids`; returns those acquired now.
+    pub(crate) fn acquire(&mut self, ids: &[i64]) -> Vec<i64> {
+        self.stats.acquire_calls += 1;
+        let mut acquired = Vec::new();
+        for &id in ids {
+            let Some(mut job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            if job.state == JobState::Available {
+                job.state = JobState::Acquired;
+                job.scale_set_assign_time = Some(OffsetDateTime::now_utc());
+                self.available -= 1;
+                self.acquired += 1;
+                self.stats.jobs_acquired += 1;
+                self.push_job_message(&job, id, "JobAssigned", None);
+                acquired.push(id);
+            }
+            self.jobs.insert(id, job);
+        }
+        acquired
+    }
+
+    pub(crate) fn start_job(&mut self, id: i64, runner_name: &str) -> bool {
+        let Some(mut job) = self.jobs.remove(&id) else {
+            return false;
+        };
+        let started = job.state == JobState::Acquired;
+        if started {
+            job.state = JobState::Running;
+            job.runner_assign_time = Some(OffsetDateTime::now_utc());
+            job.runner_id = self.next_runner_id;
+            self.next_runner_id += 1;
+            job.runner_name = runner_name.to_owned();
+            self.acquired -= 1;
+            self.running += 1;
+            self.stats.jobs_started += 1;
+            self.push_job_message(&job, id, "JobStarted", None);
+        }
+        self.jobs.insert(id, job);
+        started
+    }
+
+    pub(crate) fn complete_job(&mut self, id: i64, result: &str) -> bool {
+        let Some(job) = self.jobs.remove(&id) else {
+            return false;
+        };
+        match job.state {
+            JobState::Available => self.available -= 1,
+            JobState::Acquired => self.acquired -= 1,
+            JobState::Running => self.running -= 1,
+        }
+        self.stats.jobs_completed += 1;
+        self.push_job_message(&job, id, "JobCompleted", Some(result));
+        true
+    }
+
+    pub(crate) fn enqueue_raw(&mut self, message_type: &str, body: &str) {
+        self.queue.push_back(QueueItem::Raw {
+            message_type: message_type.to_owned(),
+            body: body.to_owned(),
+        });
+    }
+
+    fn push_job_message(&mut self, job: &Job, id: i64, message_type: &str, result: Option<&str>) {
+        let time = |t: Option<OffsetDateTime>| t.map_or_else(|| UNSET_TIME.to_owned(), rfc3339);
+        let has_runner = matches!(message_type, "JobStarted" | "JobCompleted");
+        let wire = JobMessageWire {
+            message_type,
+            runner_request_id: id,
+            repository_name: &job.fields.repository_name,
+            owner_name: &job.fields.owner_name,
+            job_id: &job.job_id,
+            job_workflow_ref: &job.fields.job_workflow_ref,
+            job_display_name: &job.fields.job_display_name,
+            workflow_run_id: job.fields.workflow_run_id,
+            event_name: &job.fields.event_name,
+            request_labels: &job.fields.request_labels,
+            queue_time: rfc3339(job.queue_time),
+            scale_set_assign_time: time(job.scale_set_assign_time),
+            runner_assign_time: time(job.runner_assign_time),
+            finish_time: if result.is_some() {
+                rfc3339(OffsetDateTime::now_utc())
+            } else {
+                UNSET_TIME.to_owned()
+            },
+            acquire_job_url: (message_type == "JobAvailable").then_some(self.acquire_job_url.as_str()),
+            runner_id: has_runner.then_some(job.runner_id),
+            runner_name: has_runner.then_some(job.runner_name.as_str()),
+            result,
+        };
+        // Serialising plain strings and numbers cannot fail.
+        let json = serde_json::to_string(&wire).unwrap_or_default();
+        self.queue.push_back(QueueItem::Job(json));
+    }
+
+    // ---- message queue ------------------------------------------------------------------
+
+    /// The message to deliver now (the unacknowledged one again, or the next batch), as the
+    /// JSON response body; `None` when the queue is empty.
+    pub(crate) fn deliver(&mut self) -> Option<String> {
+        if self.in_flight.is_none() {
+            self.in_flight = self.next_batch();
+        }
+        let statistics = self.statistics();
+        let in_flight = self.in_flight.as_mut()?;
+        in_flight.deliveries += 1;
+        let redelivered = in_flight.deliveries > 1;
+        let wire = QueueMessageWire {
+            message_id: in_flight.id,
+            message_type: &in_flight.message_type,
+            body: &in_flight.body,
+            statistics,
+        };
+        let json = serde_json::to_string(&wire).unwrap_or_default();
+        self.stats.messages_delivered += 1;
+        if redelivered {
+            self.stats.messages_redelivered += 1;
+        }
+        Some(json)
+    }
+
+    fn next_batch(&mut self) -> Option<InFlight> {
+        let (message_type, body) = match self.queue.pop_front()? {
+            QueueItem::Raw { message_type, body } => (message_type, body),
+            QueueItem::Job(first) => {
+                let mut body = String::with_capacity(first.len() * 4);
+                body.push('[');
+                body.push_str(&first);
+                let mut count = 1;
+                while count < self.max_jobs_per_message
+                    && matches!(self.queue.front(), Some(QueueItem::Job(_)))
+                {
+                    if let Some(QueueItem::Job(next)) = self.queue.pop_front() {
+                        body.push(',');
+                        body.push_str(&next);
+                        count += 1;
+                    }
+                }
+                body.push(']');
+                ("RunnerScaleSetJobMessages".to_owned(), body)
+            }
+        };
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        Some(InFlight {
+            id,
+            message_type,
+            body,
+            deliveries: 0,
+        })
+    }
+
+    /// Acknowledge message `id`. True when it is the message in flight or was acknowledged
+    /// before (deleting twice is harmless); false for an id never delivered.
+    pub(crate) fn ack(&mut self, id: i64) -> bool {
+        match &self.in_flight {
+            Some(m) if m.id == id && m.deliveries > 0 => {
+                self.in_flight = None;
+                self.stats.messages_acked += 1;
+                true
+            }
+            Some(m) if m.id == id => false,
+            Some(m) => id > 0 && id < m.id,
+            None => id > 0 && id < self.next_message_id,
+        }
+    }
+
+    pub(crate) fn scale_set_id(&self) -> i64 {
+        self.scale_set_id
+    }
+}
+
+fn github_expiry() -> String {
+    rfc3339(OffsetDateTime::now_utc() + GITHUB_TOKEN_TTL)
+}
