@@ -393,7 +393,9 @@ impl FakeActions {
     pub fn queue_jobs(&self, n: usize) -> Vec<i64> {
         let ids = {
             let mut state = self.inner.state();
-            (0..n).map(|_| state.queue_job(FakeJob::default())).collect()
+            (0..n)
+                .map(|_| state.queue_job(FakeJob::default()))
+                .collect()
         };
         self.inner.queue_changed.notify_waiters();
         ids

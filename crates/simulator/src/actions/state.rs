@@ -278,10 +278,15 @@ impl State {
             .is_some_and(|exp| *exp > Instant::now())
     }
 
-    pub(crate) fn issue_registration_token(&mut self, scope: RegistrationScope) -> (String, String) {
+    pub(crate) fn issue_registration_token(
+        &mut self,
+        scope: RegistrationScope,
+    ) -> (String, String) {
         let token = random_alnum(29).to_uppercase();
-        self.registration_tokens
-            .insert(token.clone(), (scope.clone(), Instant::now() + GITHUB_TOKEN_TTL));
+        self.registration_tokens.insert(
+            token.clone(),
+            (scope.clone(), Instant::now() + GITHUB_TOKEN_TTL),
+        );
         self.registration_scopes.push(scope);
         self.stats.registration_tokens_issued += 1;
         (token, github_expiry())
@@ -377,7 +382,11 @@ impl State {
     }
 
     /// A new queue token for the live session `id`; `None` if that is not the live session.
-    pub(crate) fn refresh_session(&mut self, id: &str, queue_base: &str) -> Option<serde_json::Value> {
+    pub(crate) fn refresh_session(
+        &mut self,
+        id: &str,
+        queue_base: &str,
+    ) -> Option<serde_json::Value> {
         let owner = self.session.as_ref().filter(|s| s.id == id)?.owner.clone();
         self.stats.sessions_refreshed += 1;
         Some(self.session_json(id, &owner, queue_base))
@@ -537,7 +546,8 @@ impl State {
             } else {
                 UNSET_TIME.to_owned()
             },
-            acquire_job_url: (message_type == "JobAvailable").then_some(self.acquire_job_url.as_str()),
+            acquire_job_url: (message_type == "JobAvailable")
+                .then_some(self.acquire_job_url.as_str()),
             runner_id: has_runner.then_some(job.runner_id),
             runner_name: has_runner.then_some(job.runner_name.as_str()),
             result,
