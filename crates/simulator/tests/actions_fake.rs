@@ -924,6 +924,16 @@ async fn bad_requests_get_json_errors_never_a_panic() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // The request log can be cleared and bounded; the counter still counts.
+    fake.clear_requests();
+    fake.set_request_log_limit(1);
+    let before = fake.stats().requests;
+    for _ in 0..2 {
+        http.get(format!("{}/x", fake.url())).send().await.unwrap();
+    }
+    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(fake.stats().requests, before + 2);
     fake.shutdown().await;
 }
 

@@ -485,6 +485,17 @@ impl FakeActions {
         self.inner.state().requests.clone()
     }
 
+    /// Forget the requests logged so far (benchmarks: keep the log small).
+    pub fn clear_requests(&self) {
+        self.inner.state().requests.clear();
+    }
+
+    /// Keep at most `limit` request records (default 100,000); later requests are counted
+    /// in [`FakeStats::requests`] but not logged.
+    pub fn set_request_log_limit(&self, limit: usize) {
+        self.inner.state().request_log_limit = limit;
+    }
+
     /// Scopes registration tokens were issued for, in order.
     pub fn registration_scopes(&self) -> Vec<RegistrationScope> {
         self.inner.state().registration_scopes.clone()

@@ -18,8 +18,8 @@ use super::{
     RequestRecord,
 };
 
-/// The request log keeps at most this many records (benchmarks send many requests).
-const MAX_REQUEST_RECORDS: usize = 200_000;
+/// The request log keeps at most this many records by default (benchmarks send many).
+const DEFAULT_REQUEST_LOG_LIMIT: usize = 100_000;
 /// What the wire says for "not set".
 const UNSET_TIME: &str = "0001-01-01T00:00:00Z";
 /// Registration and installation tokens live an hour, like GitHub's.
@@ -156,6 +156,7 @@ pub(crate) struct State {
     stale_sessions: Vec<(String, Instant)>,
 
     pub(crate) requests: Vec<RequestRecord>,
+    pub(crate) request_log_limit: usize,
     pub(crate) registration_scopes: Vec<RegistrationScope>,
     pub(crate) registered_urls: Vec<String>,
     pub(crate) stats: FakeStats,
@@ -205,6 +206,7 @@ impl State {
             session: None,
             stale_sessions: Vec::new(),
             requests: Vec::new(),
+            request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             registration_scopes: Vec::new(),
             registered_urls: Vec::new(),
             stats: FakeStats::default(),
@@ -239,7 +241,7 @@ impl State {
         if record.status == 401 {
             self.stats.unauthorized += 1;
         }
-        if self.requests.len() < MAX_REQUEST_RECORDS {
+        if self.requests.len() < self.request_log_limit {
             self.requests.push(record);
         }
     }
