@@ -676,3 +676,21 @@ async fn no_secret_in_errors_or_debug_output() {
     assert!(!format!("{app:?}").contains("BEGIN"));
     session.close().await.unwrap();
 }
+
+/// The listener spawns these futures on a multi-threaded runtime.
+#[allow(dead_code, clippy::let_underscore_future)]
+fn futures_are_send_and_types_are_sync(
+    client: ActionsClient,
+    session: github_client::MessageSession,
+) {
+    fn send<T: Send>(_: T) {}
+    fn sync<T: Send + Sync>(_: &T) {}
+    sync(&client);
+    sync(&session);
+    send(client.open_session(1, "pod"));
+    send(client.connect());
+    send(session.get_message(0, 1));
+    send(session.delete_message(1));
+    send(session.acquire_jobs(&[1]));
+    send(session.close());
+}
