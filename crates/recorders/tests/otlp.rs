@@ -1,4 +1,5 @@
 //! The span recorder against a real OTLP/HTTP receiver on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,12 +24,19 @@ struct Received {
     requests: Arc<Mutex<Vec<(HeaderMap, ExportTraceServiceRequest)>>>,
 }
 
-async fn collect(State(state): State<Received>, headers: HeaderMap, body: Bytes) -> (StatusCode, Vec<u8>) {
+async fn collect(
+    State(state): State<Received>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return (StatusCode::BAD_REQUEST, Vec::new());
     };
     state.requests.lock().unwrap().push((headers, request));
-    (StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
+    (
+        StatusCode::OK,
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
 }
 
 async fn hang() -> StatusCode {
@@ -80,15 +88,18 @@ fn unix_nanos(t: time::OffsetDateTime) -> u64 {
 }
 
 fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref() {
-        Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s)),
-        }) => Some(s.clone()),
-        Some(AnyValue {
-            value: Some(any_value::Value::IntValue(i)),
-        }) => Some(i.to_string()),
-        _ => None,
-    })
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref() {
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValue(s)),
+            }) => Some(s.clone()),
+            Some(AnyValue {
+                value: Some(any_value::Value::IntValue(i)),
+            }) => Some(i.to_string()),
+            _ => None,
+        })
 }
 
 fn counter(registry: &prometheus::Registry, name: &str, label: Option<&str>) -> f64 {
@@ -134,14 +145,23 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
     let (headers, _) = &requests[0];
     assert_eq!(headers["content-type"], "application/x-protobuf");
     assert_eq!(headers["x-tenant"], "acme ci");
-    let resource_spans: Vec<_> = requests.iter().flat_map(|(_, r)| r.resource_spans.iter()).collect();
+    let resource_spans: Vec<_> = requests
+        .iter()
+        .flat_map(|(_, r)| r.resource_spans.iter())
+        .collect();
     let resource = resource_spans[0].resource.as_ref().unwrap();
-    assert_eq!(string_attr(&resource.attributes, "service.name").as_deref(), Some("gha-listener"));
+    assert_eq!(
+        string_attr(&resource.attributes, "service.name").as_deref(),
+        Some("gha-listener")
+    );
     assert_eq!(
         string_attr(&resource.attributes, "github.runner_scale_set.name").as_deref(),
         Some("arc-runners")
     );
-    assert_eq!(string_attr(&resource.attributes, "k8s.namespace.name").as_deref(), Some("arc-ns"));
+    assert_eq!(
+        string_attr(&resource.attributes, "k8s.namespace.name").as_deref(),
+        Some("arc-ns")
+    );
     assert_eq!(
         string_attr(&resource.attributes, "deployment.environment").as_deref(),
         Some("test")
@@ -155,32 +175,66 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
     let j = job(12345, "failed");
     let c = &j.common;
     let expected = [
-        ("runner.queue", c.queue_time, c.scale_set_assign_time, "5c1be415b6ce8e25"),
-        ("runner.startup", c.scale_set_assign_time, c.runner_assign_time, "62998a876fc48b02"),
-        ("runner.execution", c.runner_assign_time, c.finish_time, "49d99fe729823661"),
+        (
+            "runner.queue",
+            c.queue_time,
+            c.scale_set_assign_time,
+            "5c1be415b6ce8e25",
+        ),
+        (
+            "runner.startup",
+            c.scale_set_assign_time,
+            c.runner_assign_time,
+            "62998a876fc48b02",
+        ),
+        (
+            "runner.execution",
+            c.runner_assign_time,
+            c.finish_time,
+            "49d99fe729823661",
+        ),
     ];
     for (name, start, end, span_id) in expected {
         let span = spans.iter().find(|s| s.name == name).unwrap();
-        assert_eq!(hex::encode(&span.trace_id), "3d7e2f2ea4fca7a337339f10a2f0954e");
+        assert_eq!(
+            hex::encode(&span.trace_id),
+            "3d7e2f2ea4fca7a337339f10a2f0954e"
+        );
         assert_eq!(hex::encode(&span.span_id), span_id, "{name}");
         assert_eq!(hex::encode(&span.parent_span_id), "0000000000010932");
-        assert_eq!(span.start_time_unix_nano, unix_nanos(start.unwrap()), "{name}");
+        assert_eq!(
+            span.start_time_unix_nano,
+            unix_nanos(start.unwrap()),
+            "{name}"
+        );
         assert_eq!(span.end_time_unix_nano, unix_nanos(end.unwrap()), "{name}");
         assert_eq!(span.kind, 1, "SPAN_KIND_INTERNAL");
         let a = &span.attributes;
         assert_eq!(string_attr(a, "type").as_deref(), Some(name));
         assert_eq!(string_attr(a, "github.run_id").as_deref(), Some("12345"));
         assert_eq!(string_attr(a, "github.job_id").as_deref(), Some("67890"));
-        assert_eq!(string_attr(a, "github.repository").as_deref(), Some("acme/widgets"));
-        assert_eq!(string_attr(a, "github.runner_name").as_deref(), Some("arc-runners-abc"));
+        assert_eq!(
+            string_attr(a, "github.repository").as_deref(),
+            Some("acme/widgets")
+        );
+        assert_eq!(
+            string_attr(a, "github.runner_name").as_deref(),
+            Some("arc-runners-abc")
+        );
         assert_eq!(string_attr(a, "github.runner_id").as_deref(), Some("9"));
-        assert_eq!(string_attr(a, "github.event_name").as_deref(), Some("pull_request"));
+        assert_eq!(
+            string_attr(a, "github.event_name").as_deref(),
+            Some("pull_request")
+        );
         assert_eq!(
             string_attr(a, "github.workflow_ref").as_deref(),
             Some("acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge")
         );
         assert_eq!(string_attr(a, "cicd.pipeline.name").as_deref(), Some("ci"));
-        assert_eq!(string_attr(a, "cicd.pipeline.task.name").as_deref(), Some("test (linux)"));
+        assert_eq!(
+            string_attr(a, "cicd.pipeline.task.name").as_deref(),
+            Some("test (linux)")
+        );
         assert_eq!(
             string_attr(a, "vcs.repository.url.full").as_deref(),
             Some("https://ghe.example.com/acme/widgets")
@@ -188,7 +242,10 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
         let status = span.status.clone().unwrap_or_default();
         if name == "runner.execution" {
             assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
-            assert_eq!(string_attr(a, "github.conclusion").as_deref(), Some("failed"));
+            assert_eq!(
+                string_attr(a, "github.conclusion").as_deref(),
+                Some("failed")
+            );
             assert_eq!(
                 string_attr(a, "cicd.pipeline.task.run.result").as_deref(),
                 Some("failure")
@@ -198,18 +255,28 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
             assert_eq!(string_attr(a, "github.conclusion"), None);
         }
     }
-    assert_eq!(counter(&registry, "gha_listener_spans_exported_total", None), 3.0);
-    assert_eq!(counter(&registry, "gha_listener_spans_dropped_total", None), 0.0);
+    assert_eq!(
+        counter(&registry, "gha_listener_spans_exported_total", None),
+        3.0
+    );
+    assert_eq!(
+        counter(&registry, "gha_listener_spans_dropped_total", None),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
     let addr = serve(Router::new().route("/v1/traces", post(hang))).await;
     let endpoint = format!("http://{addr}");
-    let mut settings =
-        OtelSettings::resolve(Some(&endpoint), false, IdScheme::RunnerContract, &HashMap::new())
-            .unwrap()
-            .unwrap();
+    let mut settings = OtelSettings::resolve(
+        Some(&endpoint),
+        false,
+        IdScheme::RunnerContract,
+        &HashMap::new(),
+    )
+    .unwrap()
+    .unwrap();
     settings.timeout = Duration::from_secs(1);
     settings.batch_interval = Duration::from_millis(50);
     let registry = prometheus::Registry::new();
@@ -222,15 +289,25 @@ async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
     let recording = started.elapsed();
     // Generous: enqueueing 30,000 spans takes milliseconds; a blocked recorder would
     // take 10,000 × the export timeout.
-    assert!(recording < Duration::from_secs(30), "recording took {recording:?}");
+    assert!(
+        recording < Duration::from_secs(30),
+        "recording took {recording:?}"
+    );
 
     let started = Instant::now();
     recorder.shutdown(Duration::from_secs(2)).await;
     let stopping = started.elapsed();
-    assert!(stopping < Duration::from_secs(20), "shutdown took {stopping:?}");
+    assert!(
+        stopping < Duration::from_secs(20),
+        "shutdown took {stopping:?}"
+    );
 
     let dropped = counter(&registry, "gha_listener_spans_dropped_total", None);
-    let queue_full = counter(&registry, "gha_listener_spans_dropped_total", Some("queue_full"));
+    let queue_full = counter(
+        &registry,
+        "gha_listener_spans_dropped_total",
+        Some("queue_full"),
+    );
     let failed = counter(&registry, "gha_listener_spans_export_failed_total", None);
     let exported = counter(&registry, "gha_listener_spans_exported_total", None);
     assert!(queue_full > 0.0, "queue never overflowed");

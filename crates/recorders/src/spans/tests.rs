@@ -58,7 +58,12 @@ impl SpanExporter for FakeExporter {
 
 fn recorder(exporter: FakeExporter, settings: &OtelSettings, registry: &Registry) -> SpanRecorder {
     let metrics = PipelineMetrics::register(registry).unwrap();
-    SpanRecorder::with_exporter(exporter, settings, metrics, &tokio::runtime::Handle::current())
+    SpanRecorder::with_exporter(
+        exporter,
+        settings,
+        metrics,
+        &tokio::runtime::Handle::current(),
+    )
 }
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
@@ -72,7 +77,11 @@ fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
 async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
     let exporter = FakeExporter::default();
     let registry = Registry::new();
-    let r = recorder(exporter.clone(), &settings(IdScheme::OtelExplorer), &registry);
+    let r = recorder(
+        exporter.clone(),
+        &settings(IdScheme::OtelExplorer),
+        &registry,
+    );
     let spans = r.job_spans(&completed("failed"));
     assert_eq!(
         spans.iter().map(|s| s.name.as_ref()).collect::<Vec<_>>(),
@@ -86,25 +95,56 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
         (c.runner_assign_time, c.finish_time),
     ];
     for (span, (start, end)) in spans.iter().zip(times) {
-        assert_eq!(span.start_time, SystemTime::from(start.unwrap()), "{}", span.name);
-        assert_eq!(span.end_time, SystemTime::from(end.unwrap()), "{}", span.name);
-        assert_eq!(span.span_context.trace_id().to_string(), "3d7e2f2ea4fca7a337339f10a2f0954e");
+        assert_eq!(
+            span.start_time,
+            SystemTime::from(start.unwrap()),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            span.end_time,
+            SystemTime::from(end.unwrap()),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            span.span_context.trace_id().to_string(),
+            "3d7e2f2ea4fca7a337339f10a2f0954e"
+        );
         assert_eq!(span.parent_span_id.to_string(), "0000000000010932");
         assert!(span.parent_span_is_remote);
         assert_eq!(span.span_kind, SpanKind::Internal);
         assert!(span.span_context.is_sampled());
-        assert_eq!(attr(span, "type"), Some(&Value::from(span.name.to_string())));
+        assert_eq!(
+            attr(span, "type"),
+            Some(&Value::from(span.name.to_string()))
+        );
         assert_eq!(attr(span, "github.run_id"), Some(&Value::I64(12345)));
         assert_eq!(attr(span, "github.job_id"), Some(&Value::from("67890")));
         assert_eq!(attr(span, "github.job_name"), Some(&Value::from("build")));
-        assert_eq!(attr(span, "github.repository"), Some(&Value::from("acme/widgets")));
-        assert_eq!(attr(span, "github.runner_name"), Some(&Value::from("arc-runner-x")));
+        assert_eq!(
+            attr(span, "github.repository"),
+            Some(&Value::from("acme/widgets"))
+        );
+        assert_eq!(
+            attr(span, "github.runner_name"),
+            Some(&Value::from("arc-runner-x"))
+        );
         assert_eq!(attr(span, "github.runner_id"), Some(&Value::I64(42)));
         assert_eq!(attr(span, "github.event_name"), Some(&Value::from("push")));
         assert_eq!(attr(span, "cicd.pipeline.name"), Some(&Value::from("ci")));
-        assert_eq!(attr(span, "cicd.pipeline.run.id"), Some(&Value::from("12345")));
-        assert_eq!(attr(span, "cicd.pipeline.task.name"), Some(&Value::from("build")));
-        assert_eq!(attr(span, "cicd.worker.name"), Some(&Value::from("arc-runner-x")));
+        assert_eq!(
+            attr(span, "cicd.pipeline.run.id"),
+            Some(&Value::from("12345"))
+        );
+        assert_eq!(
+            attr(span, "cicd.pipeline.task.name"),
+            Some(&Value::from("build"))
+        );
+        assert_eq!(
+            attr(span, "cicd.worker.name"),
+            Some(&Value::from("arc-runner-x"))
+        );
         assert_eq!(attr(span, "cicd.worker.id"), Some(&Value::from("42")));
         assert_eq!(
             attr(span, "vcs.repository.url.full"),
@@ -112,31 +152,54 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
         );
         assert_eq!(attr(span, "vcs.ref.head.name"), Some(&Value::from("main")));
     }
-    assert_eq!(spans[0].span_context.span_id().to_string(), "5c1be415b6ce8e25");
+    assert_eq!(
+        spans[0].span_context.span_id().to_string(),
+        "5c1be415b6ce8e25"
+    );
     // queue → 10:00:00.123456789, nanosecond exact.
     assert_eq!(
-        spans[0].start_time.duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos(),
+        spans[0]
+            .start_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
         123_456_789
     );
     let exec = &spans[2];
-    assert_eq!(attr(exec, "github.conclusion"), Some(&Value::from("failed")));
-    assert_eq!(attr(exec, "cicd.pipeline.task.run.result"), Some(&Value::from("failure")));
+    assert_eq!(
+        attr(exec, "github.conclusion"),
+        Some(&Value::from("failed"))
+    );
+    assert_eq!(
+        attr(exec, "cicd.pipeline.task.run.result"),
+        Some(&Value::from("failure"))
+    );
     assert!(matches!(exec.status, Status::Error { .. }));
     assert_eq!(spans[0].status, Status::Unset);
     assert!(attr(&spans[0], "github.conclusion").is_none());
 
     let ok = r.job_spans(&completed("succeeded"));
     assert_eq!(ok[2].status, Status::Unset);
-    assert_eq!(attr(&ok[2], "cicd.pipeline.task.run.result"), Some(&Value::from("success")));
+    assert_eq!(
+        attr(&ok[2], "cicd.pipeline.task.run.result"),
+        Some(&Value::from("success"))
+    );
     r.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
 async fn spans_are_skipped_when_a_time_is_missing() {
     let registry = Registry::new();
-    let r = recorder(FakeExporter::default(), &settings(IdScheme::RunnerContract), &registry);
+    let r = recorder(
+        FakeExporter::default(),
+        &settings(IdScheme::RunnerContract),
+        &registry,
+    );
     let names = |job: &JobCompleted| -> Vec<String> {
-        r.job_spans(job).iter().map(|s| s.name.to_string()).collect()
+        r.job_spans(job)
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
     };
     let mut job = completed("canceled");
     job.common.runner_assign_time = None;
