@@ -314,3 +314,17 @@ async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
     assert_eq!(exported, 0.0);
     assert_eq!(dropped + failed, 30_000.0);
 }
+
+#[test]
+fn starting_outside_a_runtime_is_a_clear_error() {
+    let settings = OtelSettings::resolve(
+        Some("127.0.0.1:9"),
+        true,
+        IdScheme::OtelExplorer,
+        &HashMap::new(),
+    )
+    .unwrap()
+    .unwrap();
+    let err = SpanRecorder::start(settings, &labels(), &prometheus::Registry::new()).unwrap_err();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
