@@ -127,4 +127,12 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn workflow_ref_parsing_never_panics(input in ".*") {
+            let info = parse_workflow_ref(&input);
+            proptest::prop_assert!(info.target.is_empty() || input.contains("@refs/"));
+        }
+    }
 }

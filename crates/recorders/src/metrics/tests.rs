@@ -416,3 +416,22 @@ fn unbounded_when_the_limit_is_zero() {
     }
     assert_eq!(samples(&registry, "gha_started_jobs_total").len(), 300);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn series_never_exceed_the_limit(limit in 1usize..20, names in proptest::collection::vec(0u8..40, 0..200)) {
+        let mut tracker = SeriesTracker::default();
+        let mut live = std::collections::HashSet::new();
+        for n in names {
+            let key = n.to_string();
+            live.insert(vec![key.clone()]);
+            for old in tracker.touch(&[key.as_str()], limit) {
+                proptest::prop_assert!(live.remove(&old));
+            }
+            proptest::prop_assert!(live.len() <= limit);
+            proptest::prop_assert_eq!(live.len(), tracker.last_update.len());
+            proptest::prop_assert_eq!(tracker.by_age.len(), tracker.last_update.len());
+        }
+    }
+}
