@@ -151,6 +151,7 @@ impl From<&RunnerJobStatus> for RunnerStatusPatch {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

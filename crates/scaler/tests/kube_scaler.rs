@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The scaler against the fake Kubernetes API over HTTPS, through a kubeconfig, exactly as
 //! it talks to a cluster.
 
