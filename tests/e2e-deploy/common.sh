@@ -67,19 +67,23 @@ wait_for() {
 
 http_ok() { curl -fsS --max-time 5 -o /dev/null "$1"; }
 
+# E2E_SKIP_BUILD=1: use the binaries already in $BIN_DIR.
 build_binaries() {
-    log "building ghalistener and gha-simulator (debug)"
-    cargo build --quiet -p listener-bin --bin ghalistener -p simulator --bin gha-simulator
+    if [ -z "${E2E_SKIP_BUILD:-}" ]; then
+        log "building ghalistener and gha-simulator (debug)"
+        cargo build --quiet -p listener-bin --bin ghalistener -p simulator --bin gha-simulator
+    fi
     [ -x "$BIN_DIR/ghalistener" ] || { log "missing $BIN_DIR/ghalistener"; return 1; }
     [ -x "$BIN_DIR/gha-simulator" ] || { log "missing $BIN_DIR/gha-simulator"; return 1; }
 }
 
-# start_simulator NAME: serve into $WORK/NAME; sets SIM_DIR.
+# start_simulator NAME: serve into $WORK/NAME; sets SIM_DIR and SIM_PID.
 start_simulator() {
     SIM_DIR="$WORK/$1"
     mkdir -p "$SIM_DIR"
     "$BIN_DIR/gha-simulator" serve --dir "$SIM_DIR" >"$WORK/$1-simulator.log" 2>&1 &
-    E2E_PIDS+=($!)
+    SIM_PID=$!
+    E2E_PIDS+=("$SIM_PID")
     wait_for "simulator config in $SIM_DIR" test -s "$SIM_DIR/config.json" -a -s "$SIM_DIR/kubeconfig"
     log "simulator up: $SIM_DIR"
 }
@@ -119,4 +123,9 @@ stop_listener() {
         sleep 1
     done
     wait "$LISTENER_PID" 2>/dev/null || true
+}
+
+stop_simulator() {
+    kill -TERM "$SIM_PID" 2>/dev/null || true
+    wait "$SIM_PID" 2>/dev/null || true
 }
