@@ -3,11 +3,30 @@
 //! The listener needs: credentials → registration token → Actions service URL and admin
 //! token → a message session on the scale set → long-polled messages, acks and job
 //! acquisition. [`messages`] holds the typed wire messages shared with the recorders.
+//!
+//! TLS is rustls with the ring provider, built here and handed to reqwest as a preconfigured
+//! `rustls::ClientConfig` (no process-default provider is installed).
 #![forbid(unsafe_code)]
 
+mod auth;
+mod client;
+mod config_url;
+mod error;
 pub mod messages;
+mod net;
+mod retry;
+mod secret;
+mod session;
 
+pub use auth::{Credentials, jwt_expiry};
+pub use client::{ActionsClient, ClientOptions, default_user_agent};
+pub use config_url::{ConfigUrlError, FORCE_GHES_ENV, GitHubConfigUrl, Scope, force_ghes_from_env};
+pub use error::{ApiError, Error};
 pub use messages::{
     JobAssigned, JobAvailable, JobCommon, JobCompleted, JobMessage, JobStarted, MessageParseError,
     RunnerScaleSetMessage, RunnerScaleSetStatistic,
 };
+pub use net::{ProxyConfig, tls_config};
+pub use retry::{ClientMetrics, RetryPolicy, parse_retry_after};
+pub use secret::SecretString;
+pub use session::{HEADER_SCALE_SET_MAX_CAPACITY, MessageSession};

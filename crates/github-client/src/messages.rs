@@ -194,10 +194,14 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
             reason: e.to_string(),
         };
         let job = match message_type.as_str() {
-            "JobAvailable" => JobMessage::Available(serde_json::from_value(item).map_err(job_error)?),
+            "JobAvailable" => {
+                JobMessage::Available(serde_json::from_value(item).map_err(job_error)?)
+            }
             "JobAssigned" => JobMessage::Assigned(serde_json::from_value(item).map_err(job_error)?),
             "JobStarted" => JobMessage::Started(serde_json::from_value(item).map_err(job_error)?),
-            "JobCompleted" => JobMessage::Completed(serde_json::from_value(item).map_err(job_error)?),
+            "JobCompleted" => {
+                JobMessage::Completed(serde_json::from_value(item).map_err(job_error)?)
+            }
             _ => {
                 message.skipped_jobs += 1;
                 continue;
@@ -272,11 +276,15 @@ mod tests {
         assert_eq!(m.statistics.unwrap().total_assigned_jobs, 3);
         assert_eq!(m.jobs.len(), 4);
         assert_eq!(m.skipped_jobs, 1);
-        let JobMessage::Started(started) = &m.jobs[2] else { panic!("not started") };
+        let JobMessage::Started(started) = &m.jobs[2] else {
+            panic!("not started")
+        };
         assert_eq!(started.runner_name, "r-1");
         let t = started.common.runner_assign_time.unwrap();
         assert_eq!(t.nanosecond(), 123_456_700);
-        let JobMessage::Completed(done) = &m.jobs[3] else { panic!("not completed") };
+        let JobMessage::Completed(done) = &m.jobs[3] else {
+            panic!("not completed")
+        };
         assert_eq!(done.common.finish_time, None);
     }
 
@@ -292,7 +300,10 @@ mod tests {
     #[test]
     fn malformed_body_is_a_clear_error() {
         let err = parse_queue_message(&queue_message("{not json")).unwrap_err();
-        assert!(matches!(err, MessageParseError::Body { message_id: 7, .. }), "{err}");
+        assert!(
+            matches!(err, MessageParseError::Body { message_id: 7, .. }),
+            "{err}"
+        );
         let err = parse_queue_message(&queue_message(
             "[{\"messageType\":\"JobStarted\",\"queueTime\":\"yesterday\"}]",
         ))

@@ -1,13 +1,30 @@
 //! Recorders: where the listener reports scale-set statistics, jobs and scaling decisions.
 //!
 //! The listener talks to one [`Recorder`]; [`CompositeRecorder`] fans out to the
-//! Prometheus exporter and the OpenTelemetry job-span recorder. Recording never blocks on
-//! I/O and never fails.
+//! Prometheus exporter ([`PrometheusRecorder`], served by [`MetricsServer`]) and the
+//! OpenTelemetry job-span recorder ([`SpanRecorder`]). Recording never blocks on I/O and
+//! never fails: metric updates are in-memory, spans are only enqueued.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
 use github_client::{JobCompleted, JobStarted, RunnerScaleSetStatistic};
+
+mod config;
+mod error;
+mod labels;
+mod metrics;
+// mod server;
+// mod spans;
+
+pub use config::{HistogramMetric, LabelsMetric, MetricsConfig};
+pub use error::RecorderError;
+pub use labels::{ScaleSetLabels, WorkflowRefInfo, parse_workflow_ref};
+pub use metrics::{
+    DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT, KNOWN_LABELS, PrometheusRecorder, RecorderOptions,
+    default_metrics_config,
+};
+//SERVER_SPANS
 
 /// The anchor's metrics-recorder hooks.
 pub trait Recorder: Send + Sync {
@@ -57,18 +74,98 @@ impl CompositeRecorder {
 
 impl Recorder for CompositeRecorder {
     fn record_static(&self, min_runners: i32, max_runners: i32) {
-        self.recorders.iter().for_each(|r| r.record_static(min_runners, max_runners));
+        self.recorders
+            .iter()
+            .for_each(|r| r.record_static(min_runners, max_runners));
     }
     fn record_statistics(&self, statistics: &RunnerScaleSetStatistic) {
-        self.recorders.iter().for_each(|r| r.record_statistics(statistics));
+        self.recorders
+            .iter()
+            .for_each(|r| r.record_statistics(statistics));
     }
     fn record_job_started(&self, job: &JobStarted) {
         self.recorders.iter().for_each(|r| r.record_job_started(job));
     }
     fn record_job_completed(&self, job: &JobCompleted) {
-        self.recorders.iter().for_each(|r| r.record_job_completed(job));
+        self.recorders
+            .iter()
+            .for_each(|r| r.record_job_completed(job));
     }
     fn record_desired_runners(&self, count: i32) {
-        self.recorders.iter().for_each(|r| r.record_desired_runners(count));
+        self.recorders
+            .iter()
+            .for_each(|r| r.record_desired_runners(count));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl Recorder for Log {
+        fn record_static(&self, min: i32, max: i32) {
+            self.0.lock().unwrap().push(format!("static {min} {max}"));
+        }
+        fn record_statistics(&self, s: &RunnerScaleSetStatistic) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("stats {}", s.total_assigned_jobs));
+        }
+        fn record_job_started(&self, job: &JobStarted) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("started {}", job.runner_name));
+        }
+        fn record_job_completed(&self, job: &JobCompleted) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("completed {}", job.result));
+        }
+        fn record_desired_runners(&self, count: i32) {
+            self.0.lock().unwrap().push(format!("desired {count}"));
+        }
+    }
+
+    #[test]
+    fn composite_fans_out_to_every_recorder_in_order() {
+        let a = Arc::new(Log::default());
+        let b = Arc::new(Log::default());
+        let mut composite = CompositeRecorder::new(vec![a.clone(), Arc::new(DiscardRecorder)]);
+        composite.push(b.clone());
+        assert_eq!(composite.len(), 3);
+        assert!(!composite.is_empty());
+
+        composite.record_static(1, 5);
+        composite.record_statistics(&RunnerScaleSetStatistic {
+            total_assigned_jobs: 4,
+            ..Default::default()
+        });
+        composite.record_job_started(&JobStarted {
+            runner_name: "r1".into(),
+            ..Default::default()
+        });
+        composite.record_job_completed(&JobCompleted {
+            result: "succeeded".into(),
+            ..Default::default()
+        });
+        composite.record_desired_runners(3);
+
+        let want = vec![
+            "static 1 5",
+            "stats 4",
+            "started r1",
+            "completed succeeded",
+            "desired 3",
+        ];
+        assert_eq!(*a.0.lock().unwrap(), want);
+        assert_eq!(*b.0.lock().unwrap(), want);
+        assert!(CompositeRecorder::default().is_empty());
     }
 }

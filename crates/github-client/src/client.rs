@@ -1,0 +1,648 @@
+//! The Actions client: GitHub REST authentication, the admin connection to the Actions
+//! service, and the HTTP core (timeouts, retries, error mapping) shared with sessions.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde::Deserialize;
+use url::Url;
+
+use crate::auth::{Auth, Credentials, app_jwt, expires_within, jwt_expiry};
+use crate::config_url::GitHubConfigUrl;
+use crate::error::{ApiError, Error, is_retryable_status, redact_url, truncate};
+use crate::net::{ProxyConfig, tls_config};
+use crate::retry::{ClientMetrics, RetryPolicy, parse_retry_after};
+use crate::secret::SecretString;
+
+/// Query parameter the Actions service wants on every call.
+pub(crate) const API_VERSION: &str = "6.0-preview";
+/// Refresh tokens when less than this remains (the anchor's margin).
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Used when the admin token's `exp` cannot be read: refresh early rather than never.
+const UNKNOWN_EXPIRY_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// The default `User-Agent`.
+pub fn default_user_agent() -> String {
+    format!(
+        "gha-listener-rs/{} (actions-runner-controller listener)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// How the client talks to GitHub.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub user_agent: String,
+    /// Extra PEM roots (`server_root_ca`), trusted on top of the system's.
+    pub root_ca_pem: Option<String>,
+    pub retry: RetryPolicy,
+    /// Timeout of every request but the long poll (connect to last body byte).
+    pub request_timeout: Duration,
+    /// Timeout of the message long poll; above the service's ~50 s hold.
+    pub long_poll_timeout: Duration,
+    /// How long a 409 on session creation is waited out before giving up.
+    pub session_conflict_timeout: Duration,
+    /// Tests only: use this REST base instead of the one derived from the config URL.
+    pub rest_base_override: Option<String>,
+    /// Proxy settings; `None` reads `https_proxy`/`http_proxy`/`no_proxy` from the process env.
+    pub proxy: Option<ProxyConfig>,
+    /// `GITHUB_ACTIONS_FORCE_GHES`; `None` reads the process env.
+    pub force_ghes: Option<bool>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            user_agent: default_user_agent(),
+            root_ca_pem: None,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(60),
+            long_poll_timeout: Duration::from_secs(70),
+            session_conflict_timeout: Duration::from_secs(180),
+            rest_base_override: None,
+            proxy: None,
+            force_ghes: None,
+        }
+    }
+}
+
+/// The Actions service base URL and admin token obtained through `runner-registration`.
+pub(crate) struct AdminConnection {
+    pub(crate) service_url: Url,
+    pub(crate) token: SecretString,
+    pub(crate) expires_at: SystemTime,
+}
+
+struct CachedToken {
+    token: SecretString,
+    expires_at: SystemTime,
+}
+
+/// Client of GitHub REST and the Actions scale-set service. Cheap to clone; all methods `&self`.
+#[derive(Clone)]
+pub struct ActionsClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    http: reqwest::Client,
+    config: GitHubConfigUrl,
+    rest_base: String,
+    auth: Auth,
+    pub(crate) options: ClientOptions,
+    /// One refresh at a time: callers wait on the lock and reuse the fresh connection.
+    admin: tokio::sync::Mutex<Option<Arc<AdminConnection>>>,
+    installation: tokio::sync::Mutex<Option<CachedToken>>,
+    pub(crate) metrics: ClientMetrics,
+}
+
+impl std::fmt::Debug for ActionsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionsClient")
+            .field("config_url", &self.inner.config.as_str())
+            .field("rest_base", &self.inner.rest_base)
+            .field("auth", &self.inner.auth)
+            .finish()
+    }
+}
+
+/// One HTTP request as the retry loop replays it.
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    /// Full `Authorization` header value.
+    pub(crate) authorization: Option<SecretString>,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) timeout: Duration,
+    /// Also retry 401/403 (the anchor does so for `runner-registration` only).
+    pub(crate) retry_auth_failures: bool,
+}
+
+/// A response with its body read and any UTF-8 BOM removed.
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Response {
+    pub(crate) fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, req: &Request) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::InvalidResponse {
+            method: req.method.to_string(),
+            url: redact_url(&req.url),
+            reason: format!("body is not the expected JSON: {e}"),
+        })
+    }
+
+    pub(crate) fn api_error(&self, req: &Request) -> ApiError {
+        let header = |name: &str| {
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(|v| truncate(v, 128))
+        };
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ErrorBody {
+            #[serde(rename = "typeName")]
+            type_name: Option<String>,
+            message: Option<String>,
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        let (type_name, message) = match serde_json::from_str::<ErrorBody>(text) {
+            Ok(b) => (b.type_name, b.message),
+            Err(_) if text.is_empty() => (None, None),
+            Err(_) => (None, Some(text.to_owned())),
+        };
+        ApiError {
+            method: req.method.to_string(),
+            url: redact_url(&req.url),
+            status: self.status,
+            activity_id: header("ActivityId"),
+            github_request_id: header("X-GitHub-Request-Id"),
+            type_name: type_name.map(|t| truncate(&t, 256)),
+            message: message.map(|m| truncate(&m, 512)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: SecretString,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AdminConnectionResponse {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    token: SecretString,
+}
+
+impl ActionsClient {
+    /// Parse the config URL and build the HTTP client. Makes no request.
+    pub fn new(
+        config_url: &str,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let force_ghes = options
+            .force_ghes
+            .unwrap_or_else(crate::config_url::force_ghes_from_env);
+        let config = GitHubConfigUrl::parse_with(config_url, force_ghes)?;
+        let auth = Auth::new(credentials)?;
+        let proxy = match &options.proxy {
+            Some(p) => p.clone(),
+            None => ProxyConfig::from_env()?,
+        };
+        let tls = tls_config(options.root_ca_pem.as_deref())?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(options.user_agent.clone())
+            .connect_timeout(options.request_timeout.min(Duration::from_secs(30)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy();
+        if !proxy.is_empty() {
+            tracing::info!(proxy = ?proxy, "using proxy settings from the environment");
+            builder = builder.proxy(reqwest::Proxy::custom(move |url| proxy.proxy_for(url)));
+        }
+        let http = builder.build().map_err(|e| Error::InvalidConfig {
+            reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+        })?;
+        let rest_base = options
+            .rest_base_override
+            .clone()
+            .unwrap_or_else(|| config.rest_base_url())
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                rest_base,
+                auth,
+                options,
+                admin: tokio::sync::Mutex::new(None),
+                installation: tokio::sync::Mutex::new(None),
+                metrics: ClientMetrics::default(),
+            }),
+        })
+    }
+
+    pub fn config_url(&self) -> &GitHubConfigUrl {
+        &self.inner.config
+    }
+
+    /// The GitHub REST base in use (no trailing slash).
+    pub fn rest_base_url(&self) -> &str {
+        &self.inner.rest_base
+    }
+
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Authenticate now (registration token → admin connection) and return the Actions
+    /// service URL. Other calls do this lazily; the listener may call it to fail fast.
+    pub async fn connect(&self) -> Result<String, Error> {
+        Ok(self.admin_connection(None).await?.service_url.to_string())
+    }
+
+    // ---- HTTP core ----------------------------------------------------------------
+
+    /// Send `req`, retrying transport errors, timeouts, 408, 429 and 5xx (except 501), and
+    /// 401/403 when asked. Returns the last response whatever its status.
+    pub(crate) async fn execute(&self, req: &Request) -> Result<Response, Error> {
+        let policy = &self.inner.options.retry;
+        let mut attempt: u32 = 0;
+        loop {
+            self.inner.metrics.inc_requests();
+            let outcome = self.send_once(req).await;
+            let retry_after = match &outcome {
+                Ok(resp) => {
+                    let retryable = is_retryable_status(resp.status)
+                        || (req.retry_auth_failures && matches!(resp.status, 401 | 403));
+                    if !retryable || attempt >= policy.max_retries {
+                        return Ok(outcome?);
+                    }
+                    resp.headers
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                }
+                Err(_) if attempt >= policy.max_retries => return outcome,
+                Err(_) => None,
+            };
+            let delay = policy.delay(attempt, retry_after);
+            match &outcome {
+                Ok(resp) => tracing::warn!(
+                    method = %req.method, url = %redact_url(&req.url), status = resp.status,
+                    attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "retrying request"
+                ),
+                Err(e) => tracing::warn!(
+                    method = %req.method, url = %redact_url(&req.url), error = %e,
+                    attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "retrying request"
+                ),
+            }
+            self.inner.metrics.inc_retries();
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(&self, req: &Request) -> Result<Response, Error> {
+        let mut builder = self
+            .inner
+            .http
+            .request(req.method.clone(), req.url.clone())
+            .timeout(req.timeout);
+        if let Some(auth) = &req.authorization {
+            let mut value = http::HeaderValue::from_str(auth.expose_secret()).map_err(|_| {
+                Error::InvalidResponse {
+                    method: req.method.to_string(),
+                    url: redact_url(&req.url),
+                    reason: "a token holds characters not allowed in an HTTP header".into(),
+                }
+            })?;
+            value.set_sensitive(true);
+            builder = builder.header(http::header::AUTHORIZATION, value);
+        }
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.body(body.clone());
+        }
+        let transport = |e: reqwest::Error| Error::Transport {
+            method: req.method.to_string(),
+            url: redact_url(&req.url),
+            timed_out: e.is_timeout(),
+            reason: error_chain(&e),
+        };
+        let resp = builder.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport)?;
+        let body = match body.strip_prefix(b"\xef\xbb\xbf") {
+            Some(rest) => body.slice(body.len() - rest.len()..),
+            None => body,
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn rest_url(&self, path: &str) -> Result<Url, Error> {
+        let raw = format!("{}{}", self.inner.rest_base, path);
+        Url::parse(&raw).map_err(|e| Error::InvalidConfig {
+            reason: format!("REST URL {raw:?} is invalid: {e}"),
+        })
+    }
+
+    fn rest_request(
+        &self,
+        path: &str,
+        authorization: SecretString,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<Request, Error> {
+        Ok(Request {
+            method: Method::POST,
+            url: self.rest_url(path)?,
+            authorization: Some(authorization),
+            headers: vec![
+                ("Content-Type", content_type.to_owned()),
+                ("Accept", "application/vnd.github+json".to_owned()),
+            ],
+            body,
+            timeout: self.inner.options.request_timeout,
+            retry_auth_failures: false,
+        })
+    }
+
+    // ---- GitHub REST ----------------------------------------------------------------
+
+    /// An installation token for the App, cached until less than 60 s remain.
+    async fn installation_token(&self) -> Result<SecretString, Error> {
+        let Auth::App {
+            app_id,
+            installation_id,
+            key,
+        } = &self.inner.auth
+        else {
+            return Err(Error::InvalidConfig {
+                reason: "installation tokens need GitHub App credentials".into(),
+            });
+        };
+        let mut cached = self.inner.installation.lock().await;
+        if let Some(c) = cached.as_ref()
+            && !expires_within(c.expires_at, TOKEN_REFRESH_MARGIN, SystemTime::now())
+        {
+            return Ok(c.token.clone());
+        }
+        let jwt = app_jwt(app_id, key, SystemTime::now())?;
+        let req = self.rest_request(
+            &format!("/app/installations/{installation_id}/access_tokens"),
+            SecretString::new(format!("Bearer {}", jwt.expose_secret())),
+            None,
+            "application/vnd.github+json",
+        )?;
+        tracing::info!(url = %redact_url(&req.url), "fetching a GitHub App installation token");
+        let resp = self.execute(&req).await?;
+        if !resp.is_success() {
+            return Err(rest_error(resp.api_error(&req)));
+        }
+        let token: TokenResponse = resp.json(&req)?;
+        if token.token.is_empty() {
+            return Err(invalid(&req, "installation token response has no token"));
+        }
+        let expires_at = token
+            .expires_at
+            .as_deref()
+            .and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(SystemTime::from)
+            // GitHub's installation tokens last 1 h; be conservative when the time is missing.
+            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(30 * 60));
+        *cached = Some(CachedToken {
+            token: token.token.clone(),
+            expires_at,
+        });
+        Ok(token.token)
+    }
+
+    async fn registration_token(&self) -> Result<SecretString, Error> {
+        let bearer = match &self.inner.auth {
+            Auth::Token(pat) => pat.clone(),
+            Auth::App { .. } => self.installation_token().await?,
+        };
+        let req = self.rest_request(
+            &self.inner.config.registration_token_path(),
+            SecretString::new(format!("Bearer {}", bearer.expose_secret())),
+            None,
+            "application/vnd.github.v3+json",
+        )?;
+        tracing::info!(url = %redact_url(&req.url), "fetching a runner registration token");
+        let resp = self.execute(&req).await?;
+        if !resp.is_success() {
+            if matches!(resp.status, 401 | 403) && matches!(self.inner.auth, Auth::App { .. }) {
+                // The installation token may have been revoked: fetch a new one next time.
+                *self.inner.installation.lock().await = None;
+            }
+            return Err(rest_error(resp.api_error(&req)));
+        }
+        let token: TokenResponse = resp.json(&req)?;
+        if token.token.is_empty() {
+            return Err(invalid(&req, "registration token response has no token"));
+        }
+        Ok(token.token)
+    }
+
+    async fn fetch_admin_connection(&self) -> Result<AdminConnection, Error> {
+        let registration = self.registration_token().await?;
+        let body = serde_json::json!({
+            "url": self.inner.config.as_str(),
+            "runner_event": "register",
+        });
+        let mut req = self.rest_request(
+            "/actions/runner-registration",
+            SecretString::new(format!("RemoteAuth {}", registration.expose_secret())),
+            Some(body.to_string().into_bytes()),
+            "application/json",
+        )?;
+        req.retry_auth_failures = true;
+        tracing::info!(url = %redact_url(&req.url), "fetching the Actions service URL and admin token");
+        let resp = self.execute(&req).await?;
+        if !resp.is_success() {
+            return Err(rest_error(resp.api_error(&req)));
+        }
+        let conn: AdminConnectionResponse = resp.json(&req)?;
+        let url = conn.url.unwrap_or_default();
+        if url.is_empty() {
+            return Err(invalid(&req, "runner-registration response has no url"));
+        }
+        if conn.token.is_empty() {
+            return Err(invalid(&req, "runner-registration response has no token"));
+        }
+        let service_url = Url::parse(&url)
+            .map_err(|e| invalid(&req, &format!("Actions service url is invalid: {e}")))?;
+        let expires_at = jwt_expiry(conn.token.expose_secret()).unwrap_or_else(|| {
+            tracing::warn!(
+                "the admin token's exp claim cannot be read; refreshing it in 10 minutes"
+            );
+            SystemTime::now() + UNKNOWN_EXPIRY_LIFETIME
+        });
+        self.inner.metrics.inc_admin_token_refreshes();
+        Ok(AdminConnection {
+            service_url,
+            token: conn.token,
+            expires_at,
+        })
+    }
+
+    /// The current admin connection, refreshed when less than 60 s remain, or when `stale`
+    /// (a connection the service just rejected) is still the current one. Concurrent callers
+    /// wait for a single refresh and share its result.
+    pub(crate) async fn admin_connection(
+        &self,
+        stale: Option<&Arc<AdminConnection>>,
+    ) -> Result<Arc<AdminConnection>, Error> {
+        let mut current = self.inner.admin.lock().await;
+        if let Some(conn) = current.as_ref() {
+            let rejected = stale.is_some_and(|s| Arc::ptr_eq(s, conn));
+            if !rejected
+                && !expires_within(conn.expires_at, TOKEN_REFRESH_MARGIN, SystemTime::now())
+            {
+                return Ok(conn.clone());
+            }
+        }
+        let fresh = Arc::new(self.fetch_admin_connection().await?);
+        tracing::info!(service_url = %redact_url(&fresh.service_url), "Actions service admin token refreshed");
+        *current = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    // ---- Actions service ----------------------------------------------------------------
+
+    /// `{service}/{path}` with the service URL's own query kept and `api-version` added.
+    pub(crate) fn service_url(base: &Url, path: &str) -> Url {
+        let mut url = base.clone();
+        let joined = format!(
+            "{}/{}",
+            base.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        url.set_path(&joined);
+        if !url.query_pairs().any(|(k, _)| k == "api-version") {
+            url.query_pairs_mut()
+                .append_pair("api-version", API_VERSION);
+        }
+        url
+    }
+
+    /// A call with the admin token; a 401 forces one admin-token refresh and one retry.
+    pub(crate) async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(Request, Response), Error> {
+        let mut conn = self.admin_connection(None).await?;
+        let mut refreshed = false;
+        loop {
+            let req = Request {
+                method: method.clone(),
+                url: Self::service_url(&conn.service_url, path),
+                authorization: Some(SecretString::new(format!(
+                    "Bearer {}",
+                    conn.token.expose_secret()
+                ))),
+                headers: vec![("Content-Type", "application/json".to_owned())],
+                body: body.clone(),
+                timeout: self.inner.options.request_timeout,
+                retry_auth_failures: false,
+            };
+            let resp = self.execute(&req).await?;
+            if resp.status == 401 && !refreshed {
+                tracing::info!(url = %redact_url(&req.url), "admin token rejected, refreshing it");
+                conn = self.admin_connection(Some(&conn)).await?;
+                refreshed = true;
+                continue;
+            }
+            return Ok((req, resp));
+        }
+    }
+}
+
+/// A failed GitHub REST call: 401/403 mean the credentials are rejected.
+fn rest_error(api: ApiError) -> Error {
+    match api.status {
+        401 | 403 => Error::CredentialsRejected(Box::new(api)),
+        404 => Error::NotFound(Box::new(api)),
+        _ => Error::Status(Box::new(api)),
+    }
+}
+
+/// A failed Actions service call.
+pub(crate) fn service_error(api: ApiError) -> Error {
+    match api.status {
+        401 => Error::TokenExpired(Box::new(api)),
+        404 => Error::NotFound(Box::new(api)),
+        409 => Error::SessionConflict {
+            api: Box::new(api),
+            waited_secs: 0,
+        },
+        _ => Error::Status(Box::new(api)),
+    }
+}
+
+pub(crate) fn invalid(req: &Request, reason: &str) -> Error {
+    Error::InvalidResponse {
+        method: req.method.to_string(),
+        url: redact_url(&req.url),
+        reason: reason.to_owned(),
+    }
+}
+
+/// An error and its sources on one line (reqwest's Display alone hides the cause).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_url_joins_and_keeps_query() {
+        let base = Url::parse("https://pipelines.example/abc/").unwrap();
+        let u = ActionsClient::service_url(&base, "/_apis/runtime/runnerscalesets/1/sessions");
+        assert_eq!(
+            u.as_str(),
+            "https://pipelines.example/abc/_apis/runtime/runnerscalesets/1/sessions?api-version=6.0-preview"
+        );
+        let base = Url::parse("https://p.example/t?x=1&api-version=7.0").unwrap();
+        let u = ActionsClient::service_url(&base, "_apis/a");
+        assert_eq!(
+            u.as_str(),
+            "https://p.example/t/_apis/a?x=1&api-version=7.0"
+        );
+    }
+
+    #[test]
+    fn options_defaults() {
+        let o = ClientOptions::default();
+        assert!(o.user_agent.starts_with("gha-listener-rs/"));
+        assert_eq!(o.retry.max_retries, 4);
+        assert!(o.long_poll_timeout > Duration::from_secs(50));
+        assert_eq!(o.session_conflict_timeout, Duration::from_secs(180));
+    }
+}

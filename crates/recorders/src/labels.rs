@@ -1,0 +1,106 @@
+//! Scale-set labels and workflow-ref parsing shared by the metrics and span recorders.
+
+/// Identity of the scale set, attached to scale-set metrics and to the span resource.
+/// The listener fills it from the config (`ephemeral_runner_set_name`,
+/// `ephemeral_runner_set_namespace`) and from the config URL (enterprise / organization /
+/// repository, empty when the URL does not name them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScaleSetLabels {
+    pub name: String,
+    pub namespace: String,
+    pub enterprise: String,
+    pub organization: String,
+    pub repository: String,
+}
+
+/// What a `job_workflow_ref` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkflowRefInfo {
+    /// The workflow file name without `.yml` / `.yaml`.
+    pub name: String,
+    /// `heads/<branch>`, `tags/<tag>`, `pull/<number>`, or empty for any other ref.
+    pub target: String,
+}
+
+/// Parse `owner/repo/.github/workflows/ci.yml@refs/heads/main` as the anchor does:
+/// exactly one `@`; the name is the base name of the path without `.yml`/`.yaml`
+/// (even when the ref is of an unknown kind); the target keeps the ref kind.
+pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo {
+    let mut info = WorkflowRefInfo::default();
+    if workflow_ref.is_empty() {
+        return info;
+    }
+    let mut parts = workflow_ref.split('@');
+    let (Some(path), Some(reference), None) = (parts.next(), parts.next(), parts.next()) else {
+        return info;
+    };
+    let file = go_path_base(path);
+    let without_yml = file.strip_suffix(".yml").unwrap_or(file);
+    info.name = without_yml
+        .strip_suffix(".yaml")
+        .unwrap_or(without_yml)
+        .to_owned();
+    if let Some(branch) = reference.strip_prefix("refs/heads/") {
+        info.target = format!("heads/{branch}");
+    } else if let Some(tag) = reference.strip_prefix("refs/tags/") {
+        info.target = format!("tags/{tag}");
+    } else if let Some(pr) = reference.strip_prefix("refs/pull/") {
+        // refs/pull/{number}/merge → pull/{number}; a number without a following
+        // segment (or an empty one) gives no target, as in the anchor.
+        if let Some(idx) = pr.find('/')
+            && idx > 0
+        {
+            info.target = format!("pull/{}", &pr[..idx]);
+        }
+    }
+    info
+}
+
+/// Go's `path.Base`: "." for "", "/" for only slashes, else the last element.
+fn go_path_base(path: &str) -> &str {
+    if path.is_empty() {
+        return ".";
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return "/";
+    }
+    match trimmed.rfind('/') {
+        Some(i) => &trimmed[i + 1..],
+        None => trimmed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_ref_table() {
+        // (input, name, target) — the anchor's parser behaviour, case by case.
+        let table = [
+            ("owner/repo/.github/workflows/ci.yml@refs/heads/main", "ci", "heads/main"),
+            ("o/r/.github/workflows/build.yaml@refs/heads/feature/x", "build", "heads/feature/x"),
+            ("o/r/.github/workflows/release.yml@refs/tags/v1.2.3", "release", "tags/v1.2.3"),
+            ("o/r/.github/workflows/pr.yml@refs/pull/12/merge", "pr", "pull/12"),
+            ("o/r/.github/workflows/pr.yml@refs/pull/12", "pr", ""),
+            ("o/r/.github/workflows/pr.yml@refs/pull//merge", "pr", ""),
+            ("o/r/.github/workflows/ci.yml@0123abcd", "ci", ""),
+            ("o/r/.github/workflows/ci.json@refs/heads/main", "ci.json", "heads/main"),
+            ("o/r/.github/workflows/ci.yml.yaml@refs/heads/main", "ci.yml", "heads/main"),
+            ("o/r/.github/workflows/ci.yml", "", ""),
+            ("a@b@c", "", ""),
+            ("", "", ""),
+            ("@refs/heads/main", ".", "heads/main"),
+            ("o/r/@refs/tags/x", "r", "tags/x"),
+        ];
+        for (input, name, target) in table {
+            let got = parse_workflow_ref(input);
+            assert_eq!(
+                (got.name.as_str(), got.target.as_str()),
+                (name, target),
+                "{input}"
+            );
+        }
+    }
+}

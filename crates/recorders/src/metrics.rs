@@ -1,0 +1,587 @@
+//! The Prometheus exporter: ARC's `gha_*` metrics with ARC's names, types, labels and
+//! buckets, selected by the `metrics` config, with a bound on per-job label series.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use github_client::{JobCommon, JobCompleted, JobStarted, RunnerScaleSetStatistic};
+use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::config::{HistogramMetric, LabelsMetric, MetricsConfig};
+use crate::labels::{ScaleSetLabels, parse_workflow_ref};
+use crate::{Recorder, RecorderError};
+
+/// Every label a `gha_*` metric may carry, as ARC names them.
+pub const KNOWN_LABELS: [&str; 11] = [
+    "name",
+    "namespace",
+    "enterprise",
+    "organization",
+    "repository",
+    "job_name",
+    "job_workflow_ref",
+    "job_workflow_name",
+    "job_workflow_target",
+    "event_name",
+    "job_result",
+];
+
+/// ARC's default histogram buckets (seconds).
+pub const DEFAULT_BUCKETS: [f64; 45] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 15.0, 18.0,
+    20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 150.0, 180.0,
+    210.0, 240.0, 300.0, 360.0, 420.0, 480.0, 540.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0,
+    3000.0, 3600.0,
+];
+
+/// Default bound on the label series kept per metric.
+pub const DEFAULT_SERIES_LIMIT: usize = 10_000;
+
+const ASSIGNED_JOBS: &str = "gha_assigned_jobs";
+const RUNNING_JOBS: &str = "gha_running_jobs";
+const REGISTERED_RUNNERS: &str = "gha_registered_runners";
+const BUSY_RUNNERS: &str = "gha_busy_runners";
+const MIN_RUNNERS: &str = "gha_min_runners";
+const MAX_RUNNERS: &str = "gha_max_runners";
+const DESIRED_RUNNERS: &str = "gha_desired_runners";
+const IDLE_RUNNERS: &str = "gha_idle_runners";
+const STARTED_JOBS: &str = "gha_started_jobs_total";
+const COMPLETED_JOBS: &str = "gha_completed_jobs_total";
+const STARTUP_DURATION: &str = "gha_job_startup_duration_seconds";
+const EXECUTION_DURATION: &str = "gha_job_execution_duration_seconds";
+
+/// (name, help) of each metric kind, ARC's help texts.
+const GAUGES: [(&str, &str); 8] = [
+    (ASSIGNED_JOBS, "Number of jobs assigned to this scale set."),
+    (RUNNING_JOBS, "Number of jobs running (or about to be run)."),
+    (REGISTERED_RUNNERS, "Number of runners registered by the scale set."),
+    (BUSY_RUNNERS, "Number of registered runners running a job."),
+    (MIN_RUNNERS, "Minimum number of runners."),
+    (MAX_RUNNERS, "Maximum number of runners."),
+    (DESIRED_RUNNERS, "Number of runners desired by the scale set."),
+    (IDLE_RUNNERS, "Number of registered runners not running a job."),
+];
+const COUNTERS: [(&str, &str); 2] = [
+    (STARTED_JOBS, "Total number of jobs started."),
+    (COMPLETED_JOBS, "Total number of jobs completed."),
+];
+const HISTOGRAMS: [(&str, &str); 2] = [
+    (
+        STARTUP_DURATION,
+        "Time spent waiting for workflow job to get started on the runner owned by the scale set (in seconds).",
+    ),
+    (
+        EXECUTION_DURATION,
+        "Time spent executing workflow jobs by the scale set (in seconds).",
+    ),
+];
+
+const SCALE_SET_LABELS: [&str; 5] = ["enterprise", "organization", "repository", "name", "namespace"];
+const STARTED_LABELS: [&str; 5] = [
+    "enterprise",
+    "organization",
+    "repository",
+    "job_name",
+    "event_name",
+];
+const COMPLETED_LABELS: [&str; 6] = [
+    "enterprise",
+    "organization",
+    "repository",
+    "job_name",
+    "event_name",
+    "job_result",
+];
+
+fn owned(labels: &[&str]) -> Vec<String> {
+    labels.iter().map(|l| (*l).to_owned()).collect()
+}
+
+/// ARC's default selection: every metric with its default labels and buckets.
+pub fn default_metrics_config() -> MetricsConfig {
+    let mut config = MetricsConfig::default();
+    for (name, _) in GAUGES {
+        config.gauges.insert(
+            name.to_owned(),
+            Some(LabelsMetric {
+                labels: owned(&SCALE_SET_LABELS),
+            }),
+        );
+    }
+    config.counters.insert(
+        STARTED_JOBS.to_owned(),
+        Some(LabelsMetric {
+            labels: owned(&STARTED_LABELS),
+        }),
+    );
+    config.counters.insert(
+        COMPLETED_JOBS.to_owned(),
+        Some(LabelsMetric {
+            labels: owned(&COMPLETED_LABELS),
+        }),
+    );
+    config.histograms.insert(
+        STARTUP_DURATION.to_owned(),
+        Some(HistogramMetric {
+            labels: owned(&STARTED_LABELS),
+            buckets: DEFAULT_BUCKETS.to_vec(),
+        }),
+    );
+    config.histograms.insert(
+        EXECUTION_DURATION.to_owned(),
+        Some(HistogramMetric {
+            labels: owned(&COMPLETED_LABELS),
+            buckets: DEFAULT_BUCKETS.to_vec(),
+        }),
+    );
+    config
+}
+
+/// Tuning of the Prometheus recorder beyond ARC's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderOptions {
+    /// Label series kept per metric; past it the least recently updated series is
+    /// removed. 0 disables the bound.
+    pub series_limit: usize,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        Self {
+            series_limit: DEFAULT_SERIES_LIMIT,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Label {
+    Name,
+    Namespace,
+    Enterprise,
+    Organization,
+    Repository,
+    JobName,
+    JobWorkflowRef,
+    JobWorkflowName,
+    JobWorkflowTarget,
+    EventName,
+    JobResult,
+}
+
+impl Label {
+    fn parse(s: &str) -> Option<Label> {
+        Some(match s {
+            "name" => Label::Name,
+            "namespace" => Label::Namespace,
+            "enterprise" => Label::Enterprise,
+            "organization" => Label::Organization,
+            "repository" => Label::Repository,
+            "job_name" => Label::JobName,
+            "job_workflow_ref" => Label::JobWorkflowRef,
+            "job_workflow_name" => Label::JobWorkflowName,
+            "job_workflow_target" => Label::JobWorkflowTarget,
+            "event_name" => Label::EventName,
+            "job_result" => Label::JobResult,
+            _ => return None,
+        })
+    }
+}
+
+/// The value of every label for one event; labels that do not apply are empty,
+/// as in the anchor.
+#[derive(Default)]
+struct LabelValues<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    enterprise: &'a str,
+    organization: &'a str,
+    repository: &'a str,
+    job_name: &'a str,
+    job_workflow_ref: &'a str,
+    job_workflow_name: String,
+    job_workflow_target: String,
+    event_name: &'a str,
+    job_result: &'a str,
+}
+
+impl LabelValues<'_> {
+    fn get(&self, label: Label) -> &str {
+        match label {
+            Label::Name => self.name,
+            Label::Namespace => self.namespace,
+            Label::Enterprise => self.enterprise,
+            Label::Organization => self.organization,
+            Label::Repository => self.repository,
+            Label::JobName => self.job_name,
+            Label::JobWorkflowRef => self.job_workflow_ref,
+            Label::JobWorkflowName => &self.job_workflow_name,
+            Label::JobWorkflowTarget => &self.job_workflow_target,
+            Label::EventName => self.event_name,
+            Label::JobResult => self.job_result,
+        }
+    }
+}
+
+enum Vector {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+}
+
+enum Update {
+    Set(f64),
+    Inc,
+    Observe(f64),
+}
+
+impl Vector {
+    fn apply(&self, values: &[&str], update: Update) -> Result<(), prometheus::Error> {
+        match (self, update) {
+            (Vector::Counter(v), Update::Inc) => v.get_metric_with_label_values(values)?.inc(),
+            (Vector::Gauge(v), Update::Set(x)) => v.get_metric_with_label_values(values)?.set(x),
+            (Vector::Histogram(v), Update::Observe(x)) => {
+                v.get_metric_with_label_values(values)?.observe(x)
+            }
+            _ => return Err(prometheus::Error::Msg("update does not fit the metric type".into())),
+        }
+        Ok(())
+    }
+
+    fn remove(&self, values: &[&str]) -> Result<(), prometheus::Error> {
+        match self {
+            Vector::Counter(v) => v.remove_label_values(values),
+            Vector::Gauge(v) => v.remove_label_values(values),
+            Vector::Histogram(v) => v.remove_label_values(values),
+        }
+    }
+}
+
+/// Least-recently-updated order of a metric's label series.
+#[derive(Default)]
+struct SeriesTracker {
+    clock: u64,
+    last_update: HashMap<Vec<String>, u64>,
+    by_age: BTreeMap<u64, Vec<String>>,
+}
+
+impl SeriesTracker {
+    /// Mark `key` as just updated; return the series to evict to stay within `limit`.
+    fn touch(&mut self, key: &[&str], limit: usize) -> Vec<Vec<String>> {
+        self.clock += 1;
+        let key: Vec<String> = key.iter().map(|v| (*v).to_owned()).collect();
+        if let Some(previous) = self.last_update.insert(key.clone(), self.clock) {
+            self.by_age.remove(&previous);
+        }
+        self.by_age.insert(self.clock, key);
+        let mut evicted = Vec::new();
+        while limit > 0 && self.last_update.len() > limit {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.last_update.remove(&oldest);
+            evicted.push(oldest);
+        }
+        evicted
+    }
+}
+
+struct Metric {
+    labels: Vec<Label>,
+    vector: Vector,
+    series: Mutex<SeriesTracker>,
+}
+
+/// ARC's metrics exporter as a [`Recorder`]; registers its metrics on the given registry.
+pub struct PrometheusRecorder {
+    scale_set: ScaleSetLabels,
+    metrics: HashMap<&'static str, Metric>,
+    series_limit: usize,
+    evicted: IntCounterVec,
+}
+
+impl std::fmt::Debug for PrometheusRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.metrics.keys().collect();
+        names.sort();
+        f.debug_struct("PrometheusRecorder")
+            .field("scale_set", &self.scale_set)
+            .field("metrics", &names)
+            .field("series_limit", &self.series_limit)
+            .finish()
+    }
+}
+
+impl PrometheusRecorder {
+    /// `config` None selects ARC's defaults; Some selects exactly the listed metrics.
+    pub fn new(
+        labels: ScaleSetLabels,
+        config: Option<&MetricsConfig>,
+        registry: &Registry,
+    ) -> Result<Self, RecorderError> {
+        Self::with_options(labels, config, registry, RecorderOptions::default())
+    }
+
+    pub fn with_options(
+        labels: ScaleSetLabels,
+        config: Option<&MetricsConfig>,
+        registry: &Registry,
+        options: RecorderOptions,
+    ) -> Result<Self, RecorderError> {
+        let defaults;
+        let config = match config {
+            Some(c) => c,
+            None => {
+                defaults = default_metrics_config();
+                &defaults
+            }
+        };
+        let mut metrics = HashMap::new();
+        for (name, spec) in &config.gauges {
+            let Some((name, help)) = known(&GAUGES, name, "gauge") else {
+                continue;
+            };
+            let spec_labels = spec.as_ref().map(|s| s.labels.as_slice()).unwrap_or(&[]);
+            let labels = select_labels(name, spec_labels);
+            let vector = GaugeVec::new(Opts::new(name, help), &label_names(&labels))
+                .map_err(|e| register_error(name, e))?;
+            register(registry, name, Box::new(vector.clone()))?;
+            metrics.insert(name, metric(labels, Vector::Gauge(vector)));
+        }
+        for (name, spec) in &config.counters {
+            let Some((name, help)) = known(&COUNTERS, name, "counter") else {
+                continue;
+            };
+            let spec_labels = spec.as_ref().map(|s| s.labels.as_slice()).unwrap_or(&[]);
+            let labels = select_labels(name, spec_labels);
+            let vector = CounterVec::new(Opts::new(name, help), &label_names(&labels))
+                .map_err(|e| register_error(name, e))?;
+            register(registry, name, Box::new(vector.clone()))?;
+            metrics.insert(name, metric(labels, Vector::Counter(vector)));
+        }
+        for (name, spec) in &config.histograms {
+            let Some((name, help)) = known(&HISTOGRAMS, name, "histogram") else {
+                continue;
+            };
+            let (spec_labels, buckets) = match spec {
+                Some(s) => (s.labels.as_slice(), s.buckets.as_slice()),
+                None => (&[][..], &[][..]),
+            };
+            let labels = select_labels(name, spec_labels);
+            let buckets = if buckets.is_empty() {
+                DEFAULT_BUCKETS.to_vec()
+            } else {
+                validate_buckets(name, buckets)?
+            };
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            let vector = HistogramVec::new(opts, &label_names(&labels))
+                .map_err(|e| register_error(name, e))?;
+            register(registry, name, Box::new(vector.clone()))?;
+            metrics.insert(name, metric(labels, Vector::Histogram(vector)));
+        }
+        let evicted = IntCounterVec::new(
+            Opts::new(
+                "gha_listener_metric_series_evicted_total",
+                "Label series removed from a gha_* metric to keep its cardinality bounded.",
+            ),
+            &["metric"],
+        )
+        .map_err(|e| register_error("gha_listener_metric_series_evicted_total", e))?;
+        register(
+            registry,
+            "gha_listener_metric_series_evicted_total",
+            Box::new(evicted.clone()),
+        )?;
+        tracing::info!(
+            metrics = ?{ let mut n: Vec<_> = metrics.keys().collect(); n.sort(); n },
+            series_limit = options.series_limit,
+            "registered metrics"
+        );
+        Ok(Self {
+            scale_set: labels,
+            metrics,
+            series_limit: options.series_limit,
+            evicted,
+        })
+    }
+
+    fn scale_set_values(&self) -> LabelValues<'_> {
+        LabelValues {
+            name: &self.scale_set.name,
+            namespace: &self.scale_set.namespace,
+            enterprise: &self.scale_set.enterprise,
+            organization: &self.scale_set.organization,
+            repository: &self.scale_set.repository,
+            ..LabelValues::default()
+        }
+    }
+
+    /// Job metrics take organization/repository from the job (ownerName /
+    /// repositoryName) and the enterprise from the config URL, as the anchor does.
+    fn job_values<'a>(&'a self, job: &'a JobCommon, result: &'a str) -> LabelValues<'a> {
+        let workflow = parse_workflow_ref(&job.job_workflow_ref);
+        LabelValues {
+            name: &self.scale_set.name,
+            namespace: &self.scale_set.namespace,
+            enterprise: &self.scale_set.enterprise,
+            organization: &job.owner_name,
+            repository: &job.repository_name,
+            job_name: &job.job_display_name,
+            job_workflow_ref: &job.job_workflow_ref,
+            job_workflow_name: workflow.name,
+            job_workflow_target: workflow.target,
+            event_name: &job.event_name,
+            job_result: result,
+        }
+    }
+
+    fn update(&self, name: &'static str, values: &LabelValues<'_>, update: Update) {
+        let Some(metric) = self.metrics.get(name) else {
+            return;
+        };
+        let label_values: Vec<&str> = metric.labels.iter().map(|l| values.get(*l)).collect();
+        // The lock keeps the vector and the tracker in step; no I/O happens under it.
+        let mut series = lock(&metric.series);
+        if let Err(error) = metric.vector.apply(&label_values, update) {
+            tracing::warn!(metric = name, %error, "metric update failed");
+            return;
+        }
+        for old in series.touch(&label_values, self.series_limit) {
+            let old: Vec<&str> = old.iter().map(String::as_str).collect();
+            if let Err(error) = metric.vector.remove(&old) {
+                tracing::debug!(metric = name, %error, "evicting a series failed");
+            }
+            self.evicted.with_label_values(&[name]).inc();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave the tracker inconsistent enough to matter.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn known(
+    table: &[(&'static str, &'static str)],
+    name: &str,
+    kind: &'static str,
+) -> Option<(&'static str, &'static str)> {
+    let found = table.iter().find(|(n, _)| *n == name).copied();
+    if found.is_none() {
+        tracing::error!(name, kind, "unknown metric name, skipped");
+    }
+    found
+}
+
+fn select_labels(metric: &str, configured: &[String]) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(configured.len());
+    for name in configured {
+        match Label::parse(name) {
+            Some(label) if labels.contains(&label) => {
+                tracing::warn!(metric, label = %name, "duplicate label, skipped");
+            }
+            Some(label) => labels.push(label),
+            None => tracing::error!(metric, label = %name, "unknown label name, skipped"),
+        }
+    }
+    labels
+}
+
+fn label_names(labels: &[Label]) -> Vec<&'static str> {
+    labels
+        .iter()
+        .map(|l| KNOWN_LABELS[*l as usize])
+        .collect()
+}
+
+fn validate_buckets(metric: &str, buckets: &[f64]) -> Result<Vec<f64>, RecorderError> {
+    let ordered = buckets.windows(2).all(|w| w[0] < w[1]);
+    if !ordered || buckets.iter().any(|b| !b.is_finite()) {
+        return Err(RecorderError::MetricsConfig {
+            metric: metric.to_owned(),
+            reason: format!("buckets must be finite and strictly increasing, got {buckets:?}"),
+        });
+    }
+    Ok(buckets.to_vec())
+}
+
+fn metric(labels: Vec<Label>, vector: Vector) -> Metric {
+    Metric {
+        labels,
+        vector,
+        series: Mutex::new(SeriesTracker::default()),
+    }
+}
+
+fn register_error(metric: &str, source: prometheus::Error) -> RecorderError {
+    RecorderError::Register {
+        metric: metric.to_owned(),
+        source,
+    }
+}
+
+fn register(
+    registry: &Registry,
+    name: &str,
+    collector: Box<dyn prometheus::core::Collector>,
+) -> Result<(), RecorderError> {
+    registry
+        .register(collector)
+        .map_err(|e| register_error(name, e))
+}
+
+impl Recorder for PrometheusRecorder {
+    fn record_static(&self, min_runners: i32, max_runners: i32) {
+        let values = self.scale_set_values();
+        self.update(MAX_RUNNERS, &values, Update::Set(f64::from(max_runners)));
+        self.update(MIN_RUNNERS, &values, Update::Set(f64::from(min_runners)));
+    }
+
+    fn record_statistics(&self, s: &RunnerScaleSetStatistic) {
+        let values = self.scale_set_values();
+        // i64 counts far below 2^53: exact as f64.
+        let gauges = [
+            (ASSIGNED_JOBS, s.total_assigned_jobs),
+            (RUNNING_JOBS, s.total_running_jobs),
+            (REGISTERED_RUNNERS, s.total_registered_runners),
+            (BUSY_RUNNERS, s.total_busy_runners),
+            (IDLE_RUNNERS, s.total_idle_runners),
+        ];
+        for (name, value) in gauges {
+            self.update(name, &values, Update::Set(value as f64));
+        }
+    }
+
+    fn record_job_started(&self, job: &JobStarted) {
+        let values = self.job_values(&job.common, "");
+        self.update(STARTED_JOBS, &values, Update::Inc);
+        // Whole seconds as the anchor computes them (difference of Unix seconds). The
+        // anchor observes garbage when a time is unset; we skip the observation.
+        if let (Some(scale_set_assign), Some(runner_assign)) =
+            (job.common.scale_set_assign_time, job.common.runner_assign_time)
+        {
+            let seconds = runner_assign.unix_timestamp() - scale_set_assign.unix_timestamp();
+            self.update(STARTUP_DURATION, &values, Update::Observe(seconds as f64));
+        }
+    }
+
+    fn record_job_completed(&self, job: &JobCompleted) {
+        // Jobs that never reached a runner (cancelled while queued) are not counted.
+        let Some(runner_assign) = job.common.runner_assign_time else {
+            return;
+        };
+        let values = self.job_values(&job.common, &job.result);
+        self.update(COMPLETED_JOBS, &values, Update::Inc);
+        if let Some(finish) = job.common.finish_time {
+            let seconds = finish.unix_timestamp() - runner_assign.unix_timestamp();
+            self.update(EXECUTION_DURATION, &values, Update::Observe(seconds as f64));
+        }
+    }
+
+    fn record_desired_runners(&self, count: i32) {
+        let values = self.scale_set_values();
+        self.update(DESIRED_RUNNERS, &values, Update::Set(f64::from(count)));
+    }
+}
+
+#[cfg(test)]
+mod tests;
