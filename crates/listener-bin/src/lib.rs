@@ -5,8 +5,10 @@
 //! is testable alone.
 #![forbid(unsafe_code)]
 
+pub mod actions_source;
 pub mod config;
 pub mod listener;
+pub mod logging;
 pub mod source;
 
 /// The version baked in at build time (`GHALISTENER_VERSION`), else the crate's.
