@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions_source;
+pub mod app;
 pub mod config;
 pub mod listener;
 pub mod logging;
