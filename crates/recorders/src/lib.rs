@@ -14,8 +14,8 @@ mod config;
 mod error;
 mod labels;
 mod metrics;
-// mod server;
-// mod spans;
+mod server;
+mod spans;
 
 pub use config::{HistogramMetric, LabelsMetric, MetricsConfig};
 pub use error::RecorderError;
@@ -24,7 +24,11 @@ pub use metrics::{
     DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT, KNOWN_LABELS, PrometheusRecorder, RecorderOptions,
     default_metrics_config,
 };
-//SERVER_SPANS
+pub use server::{MetricsServer, Readiness};
+pub use spans::{
+    IdScheme, JobSpanIds, OtelSettings, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder,
+    job_span_ids, map_job_result,
+};
 
 /// The anchor's metrics-recorder hooks.
 pub trait Recorder: Send + Sync {

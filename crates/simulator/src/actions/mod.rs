@@ -393,7 +393,9 @@ impl FakeActions {
     pub fn queue_jobs(&self, n: usize) -> Vec<i64> {
         let ids = {
             let mut state = self.inner.state();
-            (0..n).map(|_| state.queue_job(FakeJob::default())).collect()
+            (0..n)
+                .map(|_| state.queue_job(FakeJob::default()))
+                .collect()
         };
         self.inner.queue_changed.notify_waiters();
         ids
@@ -481,6 +483,17 @@ impl FakeActions {
     /// Every request received so far, in order of completion.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.inner.state().requests.clone()
+    }
+
+    /// Forget the requests logged so far (benchmarks: keep the log small).
+    pub fn clear_requests(&self) {
+        self.inner.state().requests.clear();
+    }
+
+    /// Keep at most `limit` request records (default 100,000); later requests are counted
+    /// in [`FakeStats::requests`] but not logged.
+    pub fn set_request_log_limit(&self, limit: usize) {
+        self.inner.state().request_log_limit = limit;
     }
 
     /// Scopes registration tokens were issued for, in order.

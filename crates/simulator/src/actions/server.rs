@@ -75,7 +75,9 @@ pub(crate) async fn serve(
                     };
                     match tls {
                         Ok(tls) => serve_connection(inner, tls, conn_shutdown).await,
-                        Err(error) => tracing::debug!(%error, "fake Actions service: TLS handshake failed"),
+                        Err(error) => {
+                            tracing::debug!(%error, "fake Actions service: TLS handshake failed")
+                        }
                     }
                 }
             }
@@ -91,8 +93,8 @@ where
         let inner = Arc::clone(&inner);
         async move { handle(inner, request).await }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = connection => {}
         _ = shutdown.wait_for(|s| *s) => {}
@@ -204,7 +206,9 @@ async fn handle(
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut response = match style {
                     Style::Rest => rest_error(status, "fault injected"),
-                    Style::Actions => actions_error(status, "FaultInjectedException", "fault injected"),
+                    Style::Actions => {
+                        actions_error(status, "FaultInjectedException", "fault injected")
+                    }
                 };
                 if let Some(seconds) = fault.retry_after {
                     response
@@ -222,7 +226,9 @@ async fn handle(
         Err(message) => {
             let response = match style {
                 Style::Rest => rest_error(StatusCode::BAD_REQUEST, &message),
-                Style::Actions => actions_error(StatusCode::BAD_REQUEST, "ArgumentException", &message),
+                Style::Actions => {
+                    actions_error(StatusCode::BAD_REQUEST, "ArgumentException", &message)
+                }
             };
             log.set(response.status().as_u16(), endpoint);
             return Ok(response);
@@ -283,15 +289,32 @@ enum Style {
 }
 
 enum Route {
-    AppToken { installation_id: String },
+    AppToken {
+        installation_id: String,
+    },
     RegistrationToken(RegistrationScope),
     RunnerRegistration,
-    CreateSession { scale_set: String },
-    RefreshSession { scale_set: String, session_id: String },
-    DeleteSession { scale_set: String, session_id: String },
-    AcquireJobs { scale_set: String },
-    GetMessage { session_id: String },
-    DeleteMessage { session_id: String, message_id: String },
+    CreateSession {
+        scale_set: String,
+    },
+    RefreshSession {
+        scale_set: String,
+        session_id: String,
+    },
+    DeleteSession {
+        scale_set: String,
+        session_id: String,
+    },
+    AcquireJobs {
+        scale_set: String,
+    },
+    GetMessage {
+        session_id: String,
+    },
+    DeleteMessage {
+        session_id: String,
+        message_id: String,
+    },
     NotFound(Style),
 }
 
@@ -379,15 +402,26 @@ fn route(inner: &Inner, method: &Method, path: &str) -> Route {
         ["orgs", org, "actions", "runners", "registration-token"] if !org.is_empty() => {
             Route::RegistrationToken(RegistrationScope::Org((*org).to_owned()))
         }
-        ["repos", owner, repo, "actions", "runners", "registration-token"]
-            if !owner.is_empty() && !repo.is_empty() =>
-        {
+        [
+            "repos",
+            owner,
+            repo,
+            "actions",
+            "runners",
+            "registration-token",
+        ] if !owner.is_empty() && !repo.is_empty() => {
             Route::RegistrationToken(RegistrationScope::Repo {
                 owner: (*owner).to_owned(),
                 repo: (*repo).to_owned(),
             })
         }
-        ["enterprises", ent, "actions", "runners", "registration-token"] if !ent.is_empty() => {
+        [
+            "enterprises",
+            ent,
+            "actions",
+            "runners",
+            "registration-token",
+        ] if !ent.is_empty() => {
             Route::RegistrationToken(RegistrationScope::Enterprise((*ent).to_owned()))
         }
         ["actions", "runner-registration"] => Route::RunnerRegistration,
@@ -462,7 +496,11 @@ fn actions_error(status: StatusCode, type_name: &str, message: &str) -> Response
 }
 
 fn unauthorized(message: &str) -> Response<Body> {
-    actions_error(StatusCode::UNAUTHORIZED, "VssUnauthorizedException", message)
+    actions_error(
+        StatusCode::UNAUTHORIZED,
+        "VssUnauthorizedException",
+        message,
+    )
 }
 
 // ---- handlers -------------------------------------------------------------------------------
@@ -850,10 +888,7 @@ fn session_not_found(session_id: &str) -> Response<Body> {
 /// The scope a configure URL names: `/ORG`, `/ORG/REPO` or `/enterprises/ENT`.
 fn scope_of_url(url: &str) -> Option<RegistrationScope> {
     let parsed = url::Url::parse(url).ok()?;
-    let segments: Vec<&str> = parsed
-        .path_segments()?
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments: Vec<&str> = parsed.path_segments()?.filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["enterprises", ent] => Some(RegistrationScope::Enterprise((*ent).to_owned())),
         [org] => Some(RegistrationScope::Org((*org).to_owned())),
@@ -871,8 +906,14 @@ fn same_scope(a: &RegistrationScope, b: &RegistrationScope) -> bool {
     match (a, b) {
         (Org(a), Org(b)) | (Enterprise(a), Enterprise(b)) => a.eq_ignore_ascii_case(b),
         (
-            Repo { owner: ao, repo: ar },
-            Repo { owner: bo, repo: br },
+            Repo {
+                owner: ao,
+                repo: ar,
+            },
+            Repo {
+                owner: bo,
+                repo: br,
+            },
         ) => ao.eq_ignore_ascii_case(bo) && ar.eq_ignore_ascii_case(br),
         _ => false,
     }
@@ -913,7 +954,10 @@ fn verify_app_jwt(jwt: &str, app_id: &str, public_key_pem: &str) -> Result<(), S
     };
     let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
     if iat > now + 60 {
-        return Err("'Issued at' claim ('iat') must be an Integer representing a time in the past".to_owned());
+        return Err(
+            "'Issued at' claim ('iat') must be an Integer representing a time in the past"
+                .to_owned(),
+        );
     }
     if exp <= now {
         return Err("'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires".to_owned());

@@ -18,8 +18,8 @@ use super::{
     RequestRecord,
 };
 
-/// The request log keeps at most this many records (benchmarks send many requests).
-const MAX_REQUEST_RECORDS: usize = 200_000;
+/// The request log keeps at most this many records by default (benchmarks send many).
+const DEFAULT_REQUEST_LOG_LIMIT: usize = 100_000;
 /// What the wire says for "not set".
 const UNSET_TIME: &str = "0001-01-01T00:00:00Z";
 /// Registration and installation tokens live an hour, like GitHub's.
@@ -156,6 +156,7 @@ pub(crate) struct State {
     stale_sessions: Vec<(String, Instant)>,
 
     pub(crate) requests: Vec<RequestRecord>,
+    pub(crate) request_log_limit: usize,
     pub(crate) registration_scopes: Vec<RegistrationScope>,
     pub(crate) registered_urls: Vec<String>,
     pub(crate) stats: FakeStats,
@@ -205,6 +206,7 @@ impl State {
             session: None,
             stale_sessions: Vec::new(),
             requests: Vec::new(),
+            request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             registration_scopes: Vec::new(),
             registered_urls: Vec::new(),
             stats: FakeStats::default(),
@@ -239,7 +241,7 @@ impl State {
         if record.status == 401 {
             self.stats.unauthorized += 1;
         }
-        if self.requests.len() < MAX_REQUEST_RECORDS {
+        if self.requests.len() < self.request_log_limit {
             self.requests.push(record);
         }
     }
@@ -278,10 +280,15 @@ impl State {
             .is_some_and(|exp| *exp > Instant::now())
     }
 
-    pub(crate) fn issue_registration_token(&mut self, scope: RegistrationScope) -> (String, String) {
+    pub(crate) fn issue_registration_token(
+        &mut self,
+        scope: RegistrationScope,
+    ) -> (String, String) {
         let token = random_alnum(29).to_uppercase();
-        self.registration_tokens
-            .insert(token.clone(), (scope.clone(), Instant::now() + GITHUB_TOKEN_TTL));
+        self.registration_tokens.insert(
+            token.clone(),
+            (scope.clone(), Instant::now() + GITHUB_TOKEN_TTL),
+        );
         self.registration_scopes.push(scope);
         self.stats.registration_tokens_issued += 1;
         (token, github_expiry())
@@ -377,7 +384,11 @@ impl State {
     }
 
     /// A new queue token for the live session `id`; `None` if that is not the live session.
-    pub(crate) fn refresh_session(&mut self, id: &str, queue_base: &str) -> Option<serde_json::Value> {
+    pub(crate) fn refresh_session(
+        &mut self,
+        id: &str,
+        queue_base: &str,
+    ) -> Option<serde_json::Value> {
         let owner = self.session.as_ref().filter(|s| s.id == id)?.owner.clone();
         self.stats.sessions_refreshed += 1;
         Some(self.session_json(id, &owner, queue_base))
@@ -537,7 +548,8 @@ impl State {
             } else {
                 UNSET_TIME.to_owned()
             },
-            acquire_job_url: (message_type == "JobAvailable").then_some(self.acquire_job_url.as_str()),
+            acquire_job_url: (message_type == "JobAvailable")
+                .then_some(self.acquire_job_url.as_str()),
             runner_id: has_runner.then_some(job.runner_id),
             runner_name: has_runner.then_some(job.runner_name.as_str()),
             result,
