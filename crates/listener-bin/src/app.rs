@@ -31,7 +31,7 @@ const SPAN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ScaleFailure for scaler::ScalerError {
     fn is_configuration_error(&self) -> bool {
-        scaler::ScalerError::is_configuration_error(self)
+        self.is_configuration()
     }
 }
 
@@ -156,13 +156,12 @@ async fn run_session(
     let client = ActionsClient::new(&config.configure_url, credentials, options)
         .map_err(|e| anyhow!("GitHub client: {e}"))?;
 
-    let scaler = EphemeralRunnerSetScaler::from_environment(ScalerConfig {
-        namespace: config.ephemeral_runner_set_namespace.clone(),
-        name: config.ephemeral_runner_set_name.clone(),
-        min_runners: config.min_runners_i32(),
-        max_runners: config.max_runners_i32(),
-        ..ScalerConfig::default()
-    })
+    let scaler = EphemeralRunnerSetScaler::from_environment(ScalerConfig::new(
+        config.ephemeral_runner_set_namespace.clone(),
+        config.ephemeral_runner_set_name.clone(),
+        config.min_runners_i32(),
+        config.max_runners_i32(),
+    ))
     .await
     .map_err(|e| anyhow!("Kubernetes client: {e}"))?;
 
