@@ -76,13 +76,14 @@ impl Auth {
                     });
                 }
                 // The key's parse error is not shown: it could quote key material.
-                let key = jsonwebtoken::EncodingKey::from_rsa_pem(
-                    private_key.expose_secret().as_bytes(),
-                )
-                .map_err(|_| Error::InvalidConfig {
+                let key =
+                    jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose_secret().as_bytes())
+                        .map_err(|_| {
+                            Error::InvalidConfig {
                     reason: "the GitHub App private key is not an RSA PEM key (PKCS#1 or PKCS#8)"
                         .into(),
-                })?;
+                }
+                        })?;
                 Ok(Auth::App {
                     app_id,
                     installation_id,

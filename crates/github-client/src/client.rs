@@ -278,13 +278,14 @@ impl ActionsClient {
                     let retryable = is_retryable_status(resp.status)
                         || (req.retry_auth_failures && matches!(resp.status, 401 | 403));
                     if !retryable || attempt >= policy.max_retries {
-                        return Ok(outcome?);
+                        return outcome;
                     }
                     resp.headers
                         .get(http::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, SystemTime::now()))
                 }
+                Err(Error::Transport { tls: true, .. }) => return outcome,
                 Err(_) if attempt >= policy.max_retries => return outcome,
                 Err(_) => None,
             };
@@ -328,11 +329,16 @@ impl ActionsClient {
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
-        let transport = |e: reqwest::Error| Error::Transport {
-            method: req.method.to_string(),
-            url: redact_url(&req.url),
-            timed_out: e.is_timeout(),
-            reason: error_chain(&e),
+        let transport = |e: reqwest::Error| {
+            // The URL is already in the message, without its query.
+            let e = e.without_url();
+            Error::Transport {
+                method: req.method.to_string(),
+                url: redact_url(&req.url),
+                timed_out: e.is_timeout(),
+                tls: is_tls_error(&e),
+                reason: error_chain(&e),
+            }
         };
         let resp = builder.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
@@ -600,6 +606,24 @@ pub(crate) fn invalid(req: &Request, reason: &str) -> Error {
         url: redact_url(&req.url),
         reason: reason.to_owned(),
     }
+}
+
+/// A TLS failure (untrusted certificate, handshake): retrying cannot help.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error hides its payload from `source()` (it skips a level); step into it.
+        current = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// An error and its sources on one line (reqwest's Display alone hides the cause).

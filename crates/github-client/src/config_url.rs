@@ -164,10 +164,21 @@ impl GitHubConfigUrl {
 mod tests {
     use super::*;
 
+    /// (input, force_ghes, scope, ent, org, repo, hosted, rest base)
+    type Row = (
+        &'static str,
+        bool,
+        Scope,
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+        &'static str,
+    );
+
     #[test]
     fn url_table() {
-        // (input, force_ghes, scope, ent, org, repo, hosted, rest base)
-        let table: &[(&str, bool, Scope, &str, &str, &str, bool, &str)] = &[
+        let table: &[Row] = &[
             (
                 "https://github.com/org",
                 false,

@@ -87,6 +87,8 @@ pub enum Error {
         url: String,
         reason: String,
         timed_out: bool,
+        /// Certificate or handshake failure: not retried, not transient.
+        tls: bool,
     },
 
     /// A success response whose body is not what the protocol says.
@@ -115,9 +117,8 @@ impl Error {
     /// Retrying later (same credentials, same config) may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::TokenExpired(_) | Error::SessionConflict { .. } => {
-                true
-            }
+            Error::Transport { tls, .. } => !tls,
+            Error::TokenExpired(_) | Error::SessionConflict { .. } => true,
             Error::Status(api) => is_retryable_status(api.status),
             _ => false,
         }

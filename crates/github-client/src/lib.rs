@@ -7,6 +7,7 @@
 //! TLS is rustls with the ring provider, built here and handed to reqwest as a preconfigured
 //! `rustls::ClientConfig` (no process-default provider is installed).
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
 mod client;

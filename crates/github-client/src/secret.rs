@@ -45,6 +45,12 @@ impl fmt::Display for SecretString {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(Option::<String>::deserialize(d)?.unwrap_or_default()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,11 +60,5 @@ mod tests {
         let s = SecretString::from("ghp_supersecret");
         assert_eq!(format!("{s:?} {s}"), "[REDACTED] [REDACTED]");
         assert_eq!(s.expose_secret(), "ghp_supersecret");
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SecretString {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self(Option::<String>::deserialize(d)?.unwrap_or_default()))
     }
 }

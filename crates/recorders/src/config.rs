@@ -60,7 +60,10 @@ mod tests {
         }"#;
         let c: MetricsConfig = serde_json::from_str(json).unwrap();
         assert_eq!(
-            c.counters["gha_started_jobs_total"].as_ref().unwrap().labels,
+            c.counters["gha_started_jobs_total"]
+                .as_ref()
+                .unwrap()
+                .labels,
             ["repository", "job_name"]
         );
         assert_eq!(c.gauges["gha_idle_runners"], None);

@@ -79,15 +79,39 @@ mod tests {
     fn workflow_ref_table() {
         // (input, name, target) — the anchor's parser behaviour, case by case.
         let table = [
-            ("owner/repo/.github/workflows/ci.yml@refs/heads/main", "ci", "heads/main"),
-            ("o/r/.github/workflows/build.yaml@refs/heads/feature/x", "build", "heads/feature/x"),
-            ("o/r/.github/workflows/release.yml@refs/tags/v1.2.3", "release", "tags/v1.2.3"),
-            ("o/r/.github/workflows/pr.yml@refs/pull/12/merge", "pr", "pull/12"),
+            (
+                "owner/repo/.github/workflows/ci.yml@refs/heads/main",
+                "ci",
+                "heads/main",
+            ),
+            (
+                "o/r/.github/workflows/build.yaml@refs/heads/feature/x",
+                "build",
+                "heads/feature/x",
+            ),
+            (
+                "o/r/.github/workflows/release.yml@refs/tags/v1.2.3",
+                "release",
+                "tags/v1.2.3",
+            ),
+            (
+                "o/r/.github/workflows/pr.yml@refs/pull/12/merge",
+                "pr",
+                "pull/12",
+            ),
             ("o/r/.github/workflows/pr.yml@refs/pull/12", "pr", ""),
             ("o/r/.github/workflows/pr.yml@refs/pull//merge", "pr", ""),
             ("o/r/.github/workflows/ci.yml@0123abcd", "ci", ""),
-            ("o/r/.github/workflows/ci.json@refs/heads/main", "ci.json", "heads/main"),
-            ("o/r/.github/workflows/ci.yml.yaml@refs/heads/main", "ci.yml", "heads/main"),
+            (
+                "o/r/.github/workflows/ci.json@refs/heads/main",
+                "ci.json",
+                "heads/main",
+            ),
+            (
+                "o/r/.github/workflows/ci.yml.yaml@refs/heads/main",
+                "ci.yml",
+                "heads/main",
+            ),
             ("o/r/.github/workflows/ci.yml", "", ""),
             ("a@b@c", "", ""),
             ("", "", ""),
@@ -101,6 +125,14 @@ mod tests {
                 (name, target),
                 "{input}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn workflow_ref_parsing_never_panics(input in ".*") {
+            let info = parse_workflow_ref(&input);
+            proptest::prop_assert!(info.target.is_empty() || input.contains("@refs/"));
         }
     }
 }

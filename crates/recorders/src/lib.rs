@@ -5,6 +5,7 @@
 //! OpenTelemetry job-span recorder ([`SpanRecorder`]). Recording never blocks on I/O and
 //! never fails: metric updates are in-memory, spans are only enqueued.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::sync::Arc;
 
@@ -88,7 +89,9 @@ impl Recorder for CompositeRecorder {
             .for_each(|r| r.record_statistics(statistics));
     }
     fn record_job_started(&self, job: &JobStarted) {
-        self.recorders.iter().for_each(|r| r.record_job_started(job));
+        self.recorders
+            .iter()
+            .for_each(|r| r.record_job_started(job));
     }
     fn record_job_completed(&self, job: &JobCompleted) {
         self.recorders

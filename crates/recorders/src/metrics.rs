@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use github_client::{JobCommon, JobCompleted, JobStarted, RunnerScaleSetStatistic};
-use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+};
 
 use crate::config::{HistogramMetric, LabelsMetric, MetricsConfig};
 use crate::labels::{ScaleSetLabels, parse_workflow_ref};
@@ -29,9 +31,8 @@ pub const KNOWN_LABELS: [&str; 11] = [
 /// ARC's default histogram buckets (seconds).
 pub const DEFAULT_BUCKETS: [f64; 45] = [
     0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 15.0, 18.0,
-    20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 150.0, 180.0,
-    210.0, 240.0, 300.0, 360.0, 420.0, 480.0, 540.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0,
-    3000.0, 3600.0,
+    20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 150.0, 180.0, 210.0,
+    240.0, 300.0, 360.0, 420.0, 480.0, 540.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0, 3000.0, 3600.0,
 ];
 
 /// Default bound on the label series kept per metric.
@@ -54,12 +55,21 @@ const EXECUTION_DURATION: &str = "gha_job_execution_duration_seconds";
 const GAUGES: [(&str, &str); 8] = [
     (ASSIGNED_JOBS, "Number of jobs assigned to this scale set."),
     (RUNNING_JOBS, "Number of jobs running (or about to be run)."),
-    (REGISTERED_RUNNERS, "Number of runners registered by the scale set."),
+    (
+        REGISTERED_RUNNERS,
+        "Number of runners registered by the scale set.",
+    ),
     (BUSY_RUNNERS, "Number of registered runners running a job."),
     (MIN_RUNNERS, "Minimum number of runners."),
     (MAX_RUNNERS, "Maximum number of runners."),
-    (DESIRED_RUNNERS, "Number of runners desired by the scale set."),
-    (IDLE_RUNNERS, "Number of registered runners not running a job."),
+    (
+        DESIRED_RUNNERS,
+        "Number of runners desired by the scale set.",
+    ),
+    (
+        IDLE_RUNNERS,
+        "Number of registered runners not running a job.",
+    ),
 ];
 const COUNTERS: [(&str, &str); 2] = [
     (STARTED_JOBS, "Total number of jobs started."),
@@ -76,7 +86,13 @@ const HISTOGRAMS: [(&str, &str); 2] = [
     ),
 ];
 
-const SCALE_SET_LABELS: [&str; 5] = ["enterprise", "organization", "repository", "name", "namespace"];
+const SCALE_SET_LABELS: [&str; 5] = [
+    "enterprise",
+    "organization",
+    "repository",
+    "name",
+    "namespace",
+];
 const STARTED_LABELS: [&str; 5] = [
     "enterprise",
     "organization",
@@ -242,7 +258,11 @@ impl Vector {
             (Vector::Histogram(v), Update::Observe(x)) => {
                 v.get_metric_with_label_values(values)?.observe(x)
             }
-            _ => return Err(prometheus::Error::Msg("update does not fit the metric type".into())),
+            _ => {
+                return Err(prometheus::Error::Msg(
+                    "update does not fit the metric type".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -487,10 +507,7 @@ fn select_labels(metric: &str, configured: &[String]) -> Vec<Label> {
 }
 
 fn label_names(labels: &[Label]) -> Vec<&'static str> {
-    labels
-        .iter()
-        .map(|l| KNOWN_LABELS[*l as usize])
-        .collect()
+    labels.iter().map(|l| KNOWN_LABELS[*l as usize]).collect()
 }
 
 fn validate_buckets(metric: &str, buckets: &[f64]) -> Result<Vec<f64>, RecorderError> {
@@ -556,9 +573,10 @@ impl Recorder for PrometheusRecorder {
         self.update(STARTED_JOBS, &values, Update::Inc);
         // Whole seconds as the anchor computes them (difference of Unix seconds). The
         // anchor observes garbage when a time is unset; we skip the observation.
-        if let (Some(scale_set_assign), Some(runner_assign)) =
-            (job.common.scale_set_assign_time, job.common.runner_assign_time)
-        {
+        if let (Some(scale_set_assign), Some(runner_assign)) = (
+            job.common.scale_set_assign_time,
+            job.common.runner_assign_time,
+        ) {
             let seconds = runner_assign.unix_timestamp() - scale_set_assign.unix_timestamp();
             self.update(STARTUP_DURATION, &values, Update::Observe(seconds as f64));
         }

@@ -70,10 +70,12 @@ impl MetricsServer {
                 addr: bind_addr.clone(),
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| RecorderError::Bind {
-            addr: bind_addr.clone(),
-            source,
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| RecorderError::Bind {
+                addr: bind_addr.clone(),
+                source,
+            })?;
         let app = Router::new()
             .route(&endpoint, get(metrics))
             .route("/healthz", get(|| async { "ok" }))
@@ -114,7 +116,10 @@ impl MetricsServer {
         let Some(mut task) = self.task.lock().await.take() else {
             return;
         };
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
             tracing::warn!("metrics server did not stop within its grace period, aborting");
             task.abort();
         }

@@ -35,3 +35,21 @@ pub trait Scaler: Send + Sync {
     /// returned: a missing runner must not stop the listener.
     fn handle_jobs_started(&self, jobs: Vec<RunnerJobStatus>) -> impl Future<Output = ()> + Send;
 }
+
+mod error;
+mod resources;
+mod retry;
+mod scaler;
+mod state;
+
+#[cfg(test)]
+mod anchor_cases;
+
+pub use error::ScalerError;
+pub use resources::{
+    EphemeralRunner, EphemeralRunnerJobStatus, EphemeralRunnerSet, EphemeralRunnerSetSpec,
+    RunnerStatusPatch, ScalePatch, ScalePatchSpec,
+};
+pub use retry::RetryPolicy;
+pub use scaler::{EphemeralRunnerSetScaler, ScalerConfig};
+pub use state::{DesiredCountState, ScaleDecision};

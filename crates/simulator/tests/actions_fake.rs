@@ -430,11 +430,7 @@ async fn app_flow_and_jwt_checks() {
 
 #[tokio::test]
 async fn wrong_and_expired_tokens_get_401() {
-    let fake = start(FakeActionsConfig {
-        admin_token_ttl: Duration::from_secs(2),
-        ..quick()
-    })
-    .await;
+    let fake = start(quick()).await;
     let http = client();
     let rest = format!("{}/api/v3", fake.url());
     let response = http
@@ -522,13 +518,23 @@ async fn wrong_and_expired_tokens_get_401() {
         create_session(&http, &service, &admin).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let (_, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(fake.stats().unauthorized >= 6);
+    fake.shutdown().await;
+
+    let fake = start(FakeActionsConfig {
+        admin_token_ttl: Duration::from_secs(1),
+        ..quick()
+    })
+    .await;
+    let rest = format!("{}/api/v3", fake.url());
+    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let exp = jwt_claims(&admin)["exp"].as_i64().unwrap();
+    assert!(exp <= now() + 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         create_session(&http, &service, &admin).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert!(fake.stats().unauthorized >= 6);
     fake.shutdown().await;
 }
 
@@ -536,9 +542,9 @@ async fn wrong_and_expired_tokens_get_401() {
 async fn conflict_until_the_stale_session_lapses() {
     let fake = start(quick()).await;
     let http = client();
-    fake.add_stale_session("old-pod", Duration::from_secs(1));
     let rest = format!("{}/api/v3", fake.url());
     let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    fake.add_stale_session("old-pod", Duration::from_millis(1500));
     let response = create_session(&http, &service, &admin).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let body: Value = response.json().await.unwrap();
@@ -550,7 +556,7 @@ async fn conflict_until_the_stale_session_lapses() {
     );
     assert!(body["message"].as_str().unwrap().contains("old-pod"));
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let s = session(&http, &service, &admin).await;
     // A live session conflicts too, until deleted.
     assert_eq!(

@@ -140,7 +140,11 @@ fn default_metrics_types_labels_and_values() {
     for (name, value) in gauges {
         let f = family(&families, name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(f.get_field_type(), MetricType::GAUGE, "{name}");
-        assert_eq!(samples(&registry, name), vec![(scale_set_labels.clone(), value)], "{name}");
+        assert_eq!(
+            samples(&registry, name),
+            vec![(scale_set_labels.clone(), value)],
+            "{name}"
+        );
     }
 
     let started_labels = labels(&[
@@ -170,11 +174,19 @@ fn default_metrics_types_labels_and_values() {
         // 10:00:05.1 − 10:00:02.9: whole Unix seconds 5 − 2 = 3 (not 2.2).
         ("gha_job_startup_duration_seconds", &started_labels, 3.0),
         // 10:01:05.0 − 10:00:05.1: 65 − 5 = 60.
-        ("gha_job_execution_duration_seconds", &completed_labels, 60.0),
+        (
+            "gha_job_execution_duration_seconds",
+            &completed_labels,
+            60.0,
+        ),
     ] {
         let f = family(&families, name).unwrap();
         assert_eq!(f.get_field_type(), MetricType::HISTOGRAM, "{name}");
-        assert_eq!(samples(&registry, name), vec![(want_labels.clone(), 1.0)], "{name}");
+        assert_eq!(
+            samples(&registry, name),
+            vec![(want_labels.clone(), 1.0)],
+            "{name}"
+        );
         assert_eq!(histogram_sum(&registry, name), want_sum, "{name}");
         let buckets: Vec<f64> = f.get_metric()[0]
             .get_histogram()
@@ -281,7 +293,11 @@ fn empty_config_registers_nothing_and_bad_buckets_are_an_error() {
     )
     .unwrap();
     let err = PrometheusRecorder::new(scale_set(), Some(&config), &Registry::new()).unwrap_err();
-    assert!(err.to_string().contains("gha_job_execution_duration_seconds"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("gha_job_execution_duration_seconds"),
+        "{err}"
+    );
     assert!(err.to_string().contains("increasing"), "{err}");
 }
 
@@ -323,8 +339,14 @@ fn value_edge_cases() {
     job.common.scale_set_assign_time = Some(datetime!(2024-05-01 10:00:00.9 UTC));
     job.common.runner_assign_time = Some(datetime!(2024-05-01 10:00:01.1 UTC));
     recorder.record_job_started(&job);
-    assert_eq!(histogram_sum(&registry, "gha_job_startup_duration_seconds"), 1.0);
-    assert_eq!(samples(&registry, "gha_job_startup_duration_seconds")[0].1, 2.0);
+    assert_eq!(
+        histogram_sum(&registry, "gha_job_startup_duration_seconds"),
+        1.0
+    );
+    assert_eq!(
+        samples(&registry, "gha_job_startup_duration_seconds")[0].1,
+        2.0
+    );
 
     // Statistics and desired counts overwrite.
     recorder.record_desired_runners(3);
@@ -356,9 +378,15 @@ fn cardinality_is_bounded_by_evicting_the_least_recently_updated() {
     assert!(names.contains(&"job-keep"));
     assert!(names.contains(&"job-999"));
     assert!(!names.contains(&"job-0"));
-    let keep = series.iter().find(|(l, _)| l["job_name"] == "job-keep").unwrap();
+    let keep = series
+        .iter()
+        .find(|(l, _)| l["job_name"] == "job-keep")
+        .unwrap();
     assert_eq!(keep.1, 21.0);
-    assert_eq!(samples(&registry, "gha_job_startup_duration_seconds").len(), 100);
+    assert_eq!(
+        samples(&registry, "gha_job_startup_duration_seconds").len(),
+        100
+    );
 
     let evicted = samples(&registry, "gha_listener_metric_series_evicted_total");
     let by_metric: BTreeMap<String, f64> = evicted
@@ -387,4 +415,23 @@ fn unbounded_when_the_limit_is_zero() {
         recorder.record_job_started(&started(&format!("job-{i}")));
     }
     assert_eq!(samples(&registry, "gha_started_jobs_total").len(), 300);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn series_never_exceed_the_limit(limit in 1usize..20, names in proptest::collection::vec(0u8..40, 0..200)) {
+        let mut tracker = SeriesTracker::default();
+        let mut live = std::collections::HashSet::new();
+        for n in names {
+            let key = n.to_string();
+            live.insert(vec![key.clone()]);
+            for old in tracker.touch(&[key.as_str()], limit) {
+                proptest::prop_assert!(live.remove(&old));
+            }
+            proptest::prop_assert!(live.len() <= limit);
+            proptest::prop_assert_eq!(live.len(), tracker.last_update.len());
+            proptest::prop_assert_eq!(tracker.by_age.len(), tracker.last_update.len());
+        }
+    }
 }

@@ -170,7 +170,11 @@ mod tests {
         }
         let ids = job_span_ids(IdScheme::OtelExplorer, &job(12345, "abc", ""), SPAN_QUEUE);
         assert_eq!(ids.parent_span_id.to_string(), "900150983cd24fb0");
-        let ids = job_span_ids(IdScheme::OtelExplorer, &job(12345, "job-uuid-x", ""), SPAN_QUEUE);
+        let ids = job_span_ids(
+            IdScheme::OtelExplorer,
+            &job(12345, "job-uuid-x", ""),
+            SPAN_QUEUE,
+        );
         assert_eq!(ids.parent_span_id.to_string(), "07a39ddf4b1c6c7e");
         assert_eq!(ids.span_id.to_string(), "482dddac36f574d8");
         // "+5" is not a decimal integer id.
@@ -202,7 +206,10 @@ mod tests {
 
     #[test]
     fn scheme_names() {
-        assert_eq!("otel-explorer".parse::<IdScheme>().unwrap(), IdScheme::OtelExplorer);
+        assert_eq!(
+            "otel-explorer".parse::<IdScheme>().unwrap(),
+            IdScheme::OtelExplorer
+        );
         assert_eq!(
             " runner-contract ".parse::<IdScheme>().unwrap(),
             IdScheme::RunnerContract

@@ -369,7 +369,10 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, RecorderError> {
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(native_roots = added, "loaded TLS roots for the OTLP exporter");
+    tracing::debug!(
+        native_roots = added,
+        "loaded TLS roots for the OTLP exporter"
+    );
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -393,7 +396,11 @@ struct Batcher<E> {
 }
 
 impl<E: SpanExporter> Batcher<E> {
-    async fn run(mut self, mut queue: mpsc::Receiver<SpanData>, mut stop: oneshot::Receiver<Instant>) {
+    async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<SpanData>,
+        mut stop: oneshot::Receiver<Instant>,
+    ) {
         let mut batch = Vec::with_capacity(self.max_batch_size);
         let mut tick = tokio::time::interval(self.batch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -91,7 +91,10 @@ impl OtelSettings {
         let candidates = [
             (
                 "otel_endpoint",
-                endpoint.map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned),
+                endpoint
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned),
                 EndpointKind::Seed,
             ),
             ("OTEL_ENDPOINT", var("OTEL_ENDPOINT"), EndpointKind::Seed),
@@ -173,8 +176,8 @@ fn traces_url(
         let scheme = if insecure { "http" } else { "https" };
         format!("{scheme}://{raw}")
     };
-    let mut url =
-        Url::parse(&with_scheme).map_err(|e| bad(format!("{raw:?} is not a URL or host:port: {e}")))?;
+    let mut url = Url::parse(&with_scheme)
+        .map_err(|e| bad(format!("{raw:?} is not a URL or host:port: {e}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(bad(format!(
             "{raw:?}: the scheme must be http or https (OTLP over HTTP)"
@@ -271,13 +274,44 @@ mod tests {
 
     #[test]
     fn endpoint_forms_and_precedence() {
-        let cases: [(Option<&str>, bool, &[(&str, &str)], &str); 9] = [
-            (Some("collector:4318"), true, &[], "http://collector:4318/v1/traces"),
-            (Some("collector:4318"), false, &[], "https://collector:4318/v1/traces"),
-            (Some("http://c:4318/"), false, &[], "http://c:4318/v1/traces"),
-            (Some("https://c/otlp/v1/traces"), true, &[], "https://c/otlp/v1/traces"),
-            (Some("https://c/otlp"), true, &[], "https://c/otlp/v1/traces"),
-            (None, true, &[("OTEL_ENDPOINT", "seed:4318")], "http://seed:4318/v1/traces"),
+        type Case<'a> = (Option<&'a str>, bool, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 9] = [
+            (
+                Some("collector:4318"),
+                true,
+                &[],
+                "http://collector:4318/v1/traces",
+            ),
+            (
+                Some("collector:4318"),
+                false,
+                &[],
+                "https://collector:4318/v1/traces",
+            ),
+            (
+                Some("http://c:4318/"),
+                false,
+                &[],
+                "http://c:4318/v1/traces",
+            ),
+            (
+                Some("https://c/otlp/v1/traces"),
+                true,
+                &[],
+                "https://c/otlp/v1/traces",
+            ),
+            (
+                Some("https://c/otlp"),
+                true,
+                &[],
+                "https://c/otlp/v1/traces",
+            ),
+            (
+                None,
+                true,
+                &[("OTEL_ENDPOINT", "seed:4318")],
+                "http://seed:4318/v1/traces",
+            ),
             (
                 None,
                 false,
@@ -314,7 +348,10 @@ mod tests {
         let err = OtelSettings::resolve(Some("ftp://x:1"), false, IdScheme::default(), &env(&[]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("otel_endpoint") && err.contains("http or https"), "{err}");
+        assert!(
+            err.contains("otel_endpoint") && err.contains("http or https"),
+            "{err}"
+        );
         let err = OtelSettings::resolve(
             None,
             false,
@@ -395,7 +432,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("OTEL_EXPORTER_OTLP_HEADERS") && err.contains("key=value"), "{err}");
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_HEADERS") && err.contains("key=value"),
+            "{err}"
+        );
         let err = OtelSettings::resolve(
             Some("c:1"),
             true,

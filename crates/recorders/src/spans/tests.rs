@@ -1,0 +1,292 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use github_client::JobCommon;
+use opentelemetry::Value;
+use opentelemetry_sdk::error::OTelSdkResult;
+use time::macros::datetime;
+
+use super::*;
+
+fn settings(scheme: IdScheme) -> OtelSettings {
+    OtelSettings::resolve(Some("127.0.0.1:9"), true, scheme, &HashMap::new())
+        .unwrap()
+        .unwrap()
+}
+
+fn completed(result: &str) -> JobCompleted {
+    JobCompleted {
+        common: JobCommon {
+            runner_request_id: 11,
+            repository_name: "widgets".into(),
+            owner_name: "acme".into(),
+            job_id: "67890".into(),
+            job_workflow_ref: "acme/widgets/.github/workflows/ci.yml@refs/heads/main".into(),
+            job_display_name: "build".into(),
+            workflow_run_id: 12345,
+            event_name: "push".into(),
+            request_labels: vec![],
+            queue_time: Some(datetime!(2024-05-01 10:00:00.123456789 UTC)),
+            scale_set_assign_time: Some(datetime!(2024-05-01 10:00:01.5 UTC)),
+            runner_assign_time: Some(datetime!(2024-05-01 10:00:30 UTC)),
+            finish_time: Some(datetime!(2024-05-01 10:05:00.000000001 UTC)),
+        },
+        result: result.into(),
+        runner_id: 42,
+        runner_name: "arc-runner-x".into(),
+    }
+}
+
+/// Collects exported spans; optionally hangs forever.
+#[derive(Debug, Clone, Default)]
+struct FakeExporter {
+    spans: Arc<Mutex<Vec<SpanData>>>,
+    calls: Arc<AtomicUsize>,
+    hang: bool,
+}
+
+impl SpanExporter for FakeExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        self.spans.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+fn recorder(exporter: FakeExporter, settings: &OtelSettings, registry: &Registry) -> SpanRecorder {
+    let metrics = PipelineMetrics::register(registry).unwrap();
+    SpanRecorder::with_exporter(
+        exporter,
+        settings,
+        metrics,
+        &tokio::runtime::Handle::current(),
+    )
+}
+
+fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+#[tokio::test]
+async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
+    let exporter = FakeExporter::default();
+    let registry = Registry::new();
+    let r = recorder(
+        exporter.clone(),
+        &settings(IdScheme::OtelExplorer),
+        &registry,
+    );
+    let spans = r.job_spans(&completed("failed"));
+    assert_eq!(
+        spans.iter().map(|s| s.name.as_ref()).collect::<Vec<_>>(),
+        [SPAN_QUEUE, SPAN_STARTUP, SPAN_EXECUTION]
+    );
+    let job = completed("failed");
+    let c = &job.common;
+    let times = [
+        (c.queue_time, c.scale_set_assign_time),
+        (c.scale_set_assign_time, c.runner_assign_time),
+        (c.runner_assign_time, c.finish_time),
+    ];
+    for (span, (start, end)) in spans.iter().zip(times) {
+        assert_eq!(
+            span.start_time,
+            SystemTime::from(start.unwrap()),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            span.end_time,
+            SystemTime::from(end.unwrap()),
+            "{}",
+            span.name
+        );
+        assert_eq!(
+            span.span_context.trace_id().to_string(),
+            "3d7e2f2ea4fca7a337339f10a2f0954e"
+        );
+        assert_eq!(span.parent_span_id.to_string(), "0000000000010932");
+        assert!(span.parent_span_is_remote);
+        assert_eq!(span.span_kind, SpanKind::Internal);
+        assert!(span.span_context.is_sampled());
+        assert_eq!(
+            attr(span, "type"),
+            Some(&Value::from(span.name.to_string()))
+        );
+        assert_eq!(attr(span, "github.run_id"), Some(&Value::I64(12345)));
+        assert_eq!(attr(span, "github.job_id"), Some(&Value::from("67890")));
+        assert_eq!(attr(span, "github.job_name"), Some(&Value::from("build")));
+        assert_eq!(
+            attr(span, "github.repository"),
+            Some(&Value::from("acme/widgets"))
+        );
+        assert_eq!(
+            attr(span, "github.runner_name"),
+            Some(&Value::from("arc-runner-x"))
+        );
+        assert_eq!(attr(span, "github.runner_id"), Some(&Value::I64(42)));
+        assert_eq!(attr(span, "github.event_name"), Some(&Value::from("push")));
+        assert_eq!(attr(span, "cicd.pipeline.name"), Some(&Value::from("ci")));
+        assert_eq!(
+            attr(span, "cicd.pipeline.run.id"),
+            Some(&Value::from("12345"))
+        );
+        assert_eq!(
+            attr(span, "cicd.pipeline.task.name"),
+            Some(&Value::from("build"))
+        );
+        assert_eq!(
+            attr(span, "cicd.worker.name"),
+            Some(&Value::from("arc-runner-x"))
+        );
+        assert_eq!(attr(span, "cicd.worker.id"), Some(&Value::from("42")));
+        assert_eq!(
+            attr(span, "vcs.repository.url.full"),
+            Some(&Value::from("https://github.com/acme/widgets"))
+        );
+        assert_eq!(attr(span, "vcs.ref.head.name"), Some(&Value::from("main")));
+    }
+    assert_eq!(
+        spans[0].span_context.span_id().to_string(),
+        "5c1be415b6ce8e25"
+    );
+    // queue → 10:00:00.123456789, nanosecond exact.
+    assert_eq!(
+        spans[0]
+            .start_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+        123_456_789
+    );
+    let exec = &spans[2];
+    assert_eq!(
+        attr(exec, "github.conclusion"),
+        Some(&Value::from("failed"))
+    );
+    assert_eq!(
+        attr(exec, "cicd.pipeline.task.run.result"),
+        Some(&Value::from("failure"))
+    );
+    assert!(matches!(exec.status, Status::Error { .. }));
+    assert_eq!(spans[0].status, Status::Unset);
+    assert!(attr(&spans[0], "github.conclusion").is_none());
+
+    let ok = r.job_spans(&completed("succeeded"));
+    assert_eq!(ok[2].status, Status::Unset);
+    assert_eq!(
+        attr(&ok[2], "cicd.pipeline.task.run.result"),
+        Some(&Value::from("success"))
+    );
+    r.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn spans_are_skipped_when_a_time_is_missing() {
+    let registry = Registry::new();
+    let r = recorder(
+        FakeExporter::default(),
+        &settings(IdScheme::RunnerContract),
+        &registry,
+    );
+    let names = |job: &JobCompleted| -> Vec<String> {
+        r.job_spans(job)
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
+    };
+    let mut job = completed("canceled");
+    job.common.runner_assign_time = None;
+    assert_eq!(names(&job), [SPAN_QUEUE]);
+    let mut job = completed("succeeded");
+    job.common.queue_time = None;
+    assert_eq!(names(&job), [SPAN_STARTUP, SPAN_EXECUTION]);
+    let mut job = completed("succeeded");
+    job.common.finish_time = None;
+    assert_eq!(names(&job), [SPAN_QUEUE, SPAN_STARTUP]);
+    let mut job = completed("succeeded");
+    job.common.scale_set_assign_time = None;
+    assert_eq!(names(&job), [SPAN_EXECUTION]);
+    assert!(names(&JobCompleted::default()).is_empty());
+    // Cancelled executions are not errors.
+    let spans = r.job_spans(&completed("canceled"));
+    assert_eq!(spans[2].status, Status::Unset);
+    assert_eq!(
+        attr(&spans[2], "cicd.pipeline.task.run.result"),
+        Some(&Value::from("cancellation"))
+    );
+}
+
+#[test]
+fn result_mapping() {
+    let table = [
+        ("succeeded", Some("success")),
+        ("Succeeded", Some("success")),
+        ("failed", Some("failure")),
+        ("canceled", Some("cancellation")),
+        ("cancelled", Some("cancellation")),
+        ("skipped", Some("skip")),
+        ("timedout", Some("timeout")),
+        ("abandoned", Some("error")),
+        ("", None),
+    ];
+    for (input, want) in table {
+        assert_eq!(map_job_result(input), want, "{input}");
+    }
+}
+
+#[tokio::test]
+async fn records_are_batched_and_exported_in_the_background() {
+    let exporter = FakeExporter::default();
+    let registry = Registry::new();
+    let mut s = settings(IdScheme::OtelExplorer);
+    s.max_batch_size = 10;
+    s.batch_interval = Duration::from_millis(50);
+    let r = recorder(exporter.clone(), &s, &registry);
+    for _ in 0..7 {
+        r.record_job_completed(&completed("succeeded"));
+    }
+    r.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(exporter.spans.lock().unwrap().len(), 21);
+    assert!(exporter.calls.load(Ordering::SeqCst) >= 3);
+    assert_eq!(r.metrics.exported.get(), 21);
+    assert_eq!(r.metrics.pending.get(), 0);
+    // After shutdown, records are dropped and counted, never exported.
+    r.record_job_completed(&completed("succeeded"));
+    assert_eq!(r.metrics.dropped_shutdown.get(), 3);
+    r.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_hung_exporter_neither_blocks_records_nor_shutdown() {
+    let exporter = FakeExporter {
+        hang: true,
+        ..Default::default()
+    };
+    let registry = Registry::new();
+    let mut s = settings(IdScheme::OtelExplorer);
+    s.queue_capacity = 64;
+    s.max_batch_size = 16;
+    s.timeout = Duration::from_secs(600);
+    let r = recorder(exporter.clone(), &s, &registry);
+    for _ in 0..1000 {
+        r.record_job_completed(&completed("succeeded"));
+    }
+    let started = std::time::Instant::now();
+    r.shutdown(Duration::from_millis(300)).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let m = &r.metrics;
+    assert!(m.dropped_queue_full.get() > 0);
+    assert_eq!(m.exported.get(), 0);
+    assert_eq!(m.pending.get(), 0);
+    assert_eq!(
+        m.dropped_queue_full.get() + m.dropped_shutdown.get() + m.failed.get(),
+        3000
+    );
+}

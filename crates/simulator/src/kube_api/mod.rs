@@ -49,8 +49,10 @@ const MERGE_PATCH: &str = "application/merge-patch+json";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
     pub method: String,
-    /// Path and query, e.g. `/apis/actions.github.com/v1alpha1/namespaces/ns/ephemeralrunnersets/set`.
+    /// Path without the query, e.g. `/apis/actions.github.com/v1alpha1/namespaces/ns/ephemeralrunnersets/set`.
     pub path: String,
+    /// The query string (without `?`; often empty).
+    pub query: String,
     pub content_type: Option<String>,
     pub body: String,
     pub status: u16,
@@ -166,7 +168,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock (only possible in a test assertion) must not
         // wedge every later request: keep using the state.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn user(&self) -> String {
@@ -450,7 +454,10 @@ fn new_metadata(namespace: &str, name: &str, resource_version: &str) -> Value {
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default();
     let uid = {
         let mut rng = rand::rng();
@@ -558,9 +565,10 @@ fn reconcile_runners(state: &mut State, namespace: &str, set_name: &str) {
                 && k.name.starts_with(&prefix)
         })
         .count();
-    if let Some(set) = state
-        .objects
-        .get_mut(&ObjectKey::arc(EPHEMERAL_RUNNER_SETS, namespace, set_name))
+    if let Some(set) =
+        state
+            .objects
+            .get_mut(&ObjectKey::arc(EPHEMERAL_RUNNER_SETS, namespace, set_name))
     {
         set["status"]["currentReplicas"] = json!(current);
     }
@@ -641,12 +649,8 @@ async fn handle(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| parts.uri.path().to_owned());
     let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
 
     let (latency, fault) = {
         let mut state = shared.lock();
@@ -668,7 +672,8 @@ async fn handle(
 
     let record = |status: u16| RecordedRequest {
         method: parts.method.to_string(),
-        path: path_and_query.clone(),
+        path: path.clone(),
+        query: query.clone(),
         content_type: content_type.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
         status,
@@ -693,7 +698,7 @@ async fn handle(
             &shared,
             &parts.method,
             &path,
-            parts.uri.query().unwrap_or(""),
+            &query,
             parts.headers.get(http::header::AUTHORIZATION),
             content_type.as_deref(),
             &body,
@@ -739,10 +744,7 @@ fn status_response(
     details: Option<Value>,
 ) -> Response<Full<Bytes>> {
     let status_code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(
-        status_code,
-        &status_object(code, reason, message, details),
-    )
+    json_response(status_code, &status_object(code, reason, message, details))
 }
 
 fn injected_status(code: u16) -> Option<Response<Full<Bytes>>> {
@@ -753,16 +755,31 @@ fn injected_status(code: u16) -> Option<Response<Full<Bytes>>> {
         400 => ("BadRequest", "bad request"),
         401 => ("Unauthorized", "Unauthorized"),
         403 => ("Forbidden", "forbidden"),
-        404 => ("NotFound", "the server could not find the requested resource"),
+        404 => (
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
         409 => (
             "Conflict",
             "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again",
         ),
         410 => ("Expired", "too old resource version"),
-        429 => ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-        500 => ("InternalError", "an error on the server (\"\") has prevented the request from succeeding"),
-        503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
-        504 => ("Timeout", "the server was unable to return a response in the time allotted, but may still be processing the request"),
+        429 => (
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        ),
+        500 => (
+            "InternalError",
+            "an error on the server (\"\") has prevented the request from succeeding",
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+        504 => (
+            "Timeout",
+            "the server was unable to return a response in the time allotted, but may still be processing the request",
+        ),
         _ => ("Unknown", "injected fault"),
     };
     let details = (code == 429).then(|| json!({"retryAfterSeconds": 1}));
@@ -893,7 +910,11 @@ fn validate(resource: &str, name: &str, object: &Value) -> Option<Response<Full<
     let (integers, strings): (&[&str], &[&str]) = match resource {
         EPHEMERAL_RUNNER_SETS => (&["spec.replicas", "spec.patchID"], &[]),
         EPHEMERAL_RUNNERS => (
-            &["status.jobRequestId", "status.workflowRunId", "status.runnerId"],
+            &[
+                "status.jobRequestId",
+                "status.workflowRunId",
+                "status.runnerId",
+            ],
             &[
                 "status.jobId",
                 "status.jobRepositoryName",
@@ -1105,16 +1126,35 @@ mod tests {
 
     #[test]
     fn parses_paths_like_the_request_info_resolver() {
-        let rp = parse_path("/apis/actions.github.com/v1alpha1/namespaces/ns/ephemeralrunners/r1/status")
-            .unwrap();
+        let rp = parse_path(
+            "/apis/actions.github.com/v1alpha1/namespaces/ns/ephemeralrunners/r1/status",
+        )
+        .unwrap();
         assert_eq!(
-            (rp.group, rp.version, rp.namespace, rp.resource, rp.name, rp.subresource),
-            ("actions.github.com", "v1alpha1", Some("ns"), "ephemeralrunners", Some("r1"), Some("status"))
+            (
+                rp.group,
+                rp.version,
+                rp.namespace,
+                rp.resource,
+                rp.name,
+                rp.subresource
+            ),
+            (
+                "actions.github.com",
+                "v1alpha1",
+                Some("ns"),
+                "ephemeralrunners",
+                Some("r1"),
+                Some("status")
+            )
         );
         let rp = parse_path("/api/v1/namespaces/ns/pods").unwrap();
         assert_eq!((rp.group, rp.resource, rp.name), ("", "pods", None));
         let rp = parse_path("/api/v1/namespaces/ns").unwrap();
-        assert_eq!((rp.namespace, rp.resource, rp.name), (None, "namespaces", Some("ns")));
+        assert_eq!(
+            (rp.namespace, rp.resource, rp.name),
+            (None, "namespaces", Some("ns"))
+        );
         assert!(parse_path("/version").is_none());
     }
 }

@@ -1,0 +1,63 @@
+//! Errors of the scaler, split into configuration errors (fatal: retrying cannot help) and
+//! transient failures that outlived the retry budget.
+
+/// Why a scale patch (or building the client) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalerError {
+    /// No usable Kubernetes client configuration (in-cluster or kubeconfig).
+    #[error("cannot configure the Kubernetes client: {0}")]
+    ClientConfig(String),
+    /// The API server rejected the ServiceAccount token.
+    #[error(
+        "the Kubernetes API server rejected the ServiceAccount token (401 Unauthorized) patching EphemeralRunnerSet {namespace}/{name}"
+    )]
+    Unauthorized { namespace: String, name: String },
+    /// RBAC does not grant `patch` on the set.
+    #[error("ServiceAccount lacks `patch` on ephemeralrunnersets/{name} in {namespace}: {message}")]
+    Forbidden {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    /// The set does not exist.
+    #[error("EphemeralRunnerSet {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    /// The API server refused the patch for a reason retrying cannot fix (400, 415, 422...).
+    #[error(
+        "the Kubernetes API server rejected the patch of EphemeralRunnerSet {namespace}/{name} with {code} {reason}: {message}"
+    )]
+    Rejected {
+        namespace: String,
+        name: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// Transient failures (connection, timeout, 409, 429, 5xx) on every attempt.
+    #[error("patching EphemeralRunnerSet {namespace}/{name} failed {attempts} times, last: {last}")]
+    RetriesExhausted {
+        namespace: String,
+        name: String,
+        attempts: u32,
+        last: String,
+    },
+}
+
+impl ScalerError {
+    /// A configuration error: wrong client config, token, RBAC or set name. Fatal; the
+    /// listener should exit with it rather than retry.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::ClientConfig(_)
+                | Self::Unauthorized { .. }
+                | Self::Forbidden { .. }
+                | Self::NotFound { .. }
+        )
+    }
+
+    /// Transient failures exhausted the retries; the next message may well succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::RetriesExhausted { .. })
+    }
+}

@@ -1,0 +1,122 @@
+# Shared by prometheus.sh and otel.sh (sourced, not run).
+#
+# Contract with the rest of the workspace:
+# - `gha-simulator serve --dir DIR` (package `simulator`) starts the fake Actions service and
+#   the fake Kubernetes API on loopback, writes DIR/config.json (a listener config as ARC's
+#   controller would) and DIR/kubeconfig, and runs a scripted workload of jobs.
+# - `ghalistener` (package `listener-bin`) runs with LISTENER_CONFIG_PATH and KUBECONFIG.
+# Everything listens on 127.0.0.1 only.
+
+set -euo pipefail
+
+E2E_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$E2E_ROOT"
+VENV="${DEPLOY_VENV:-.e2e/venv-deploy}"
+PY="$VENV/bin/python"
+TARGET_DIR="${CARGO_TARGET_DIR:-$E2E_ROOT/target}"
+BIN_DIR="$TARGET_DIR/debug"
+# Generous: a loaded 2-core machine may be slow; these bound waits, they are not asserted.
+E2E_TIMEOUT="${E2E_TIMEOUT:-240}"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/e2e-deploy.XXXXXX")"
+E2E_PIDS=()
+E2E_OK=0
+
+log() { printf '[e2e-deploy %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+e2e_cleanup() {
+    local pid
+    for pid in "${E2E_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${E2E_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$E2E_OK" = 1 ] && [ -z "${E2E_KEEP:-}" ]; then
+        rm -rf "$WORK"
+    else
+        log "logs kept in $WORK"
+        local f
+        for f in "$WORK"/*.log; do
+            [ -f "$f" ] || continue
+            echo "----- $f (last 40 lines)" >&2
+            tail -n 40 "$f" >&2
+        done
+    fi
+}
+trap e2e_cleanup EXIT
+
+# A free TCP port on 127.0.0.1 (asked from the kernel, then released).
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for DESCRIPTION COMMAND...: retry COMMAND every second until it succeeds.
+wait_for() {
+    local what="$1"
+    shift
+    local deadline=$((SECONDS + E2E_TIMEOUT))
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            log "timed out waiting for $what"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+http_ok() { curl -fsS --max-time 5 -o /dev/null "$1"; }
+
+build_binaries() {
+    log "building ghalistener and gha-simulator (debug)"
+    cargo build --quiet -p listener-bin --bin ghalistener -p simulator --bin gha-simulator
+    [ -x "$BIN_DIR/ghalistener" ] || { log "missing $BIN_DIR/ghalistener"; return 1; }
+    [ -x "$BIN_DIR/gha-simulator" ] || { log "missing $BIN_DIR/gha-simulator"; return 1; }
+}
+
+# start_simulator NAME: serve into $WORK/NAME; sets SIM_DIR.
+start_simulator() {
+    SIM_DIR="$WORK/$1"
+    mkdir -p "$SIM_DIR"
+    "$BIN_DIR/gha-simulator" serve --dir "$SIM_DIR" >"$WORK/$1-simulator.log" 2>&1 &
+    E2E_PIDS+=($!)
+    wait_for "simulator config in $SIM_DIR" test -s "$SIM_DIR/config.json" -a -s "$SIM_DIR/kubeconfig"
+    log "simulator up: $SIM_DIR"
+}
+
+# listener_config SRC DST METRICS_ADDR: copy of the simulator's config with our metrics address.
+listener_config() {
+    "$PY" - "$1" "$2" "$3" <<'PYEOF'
+import json, sys
+src, dst, addr = sys.argv[1:4]
+config = json.load(open(src))
+config["metrics_addr"] = addr
+config["metrics_endpoint"] = "/metrics"
+json.dump(config, open(dst, "w"), indent=2)
+PYEOF
+}
+
+# start_listener NAME CONFIG [ENV=VALUE...]: run ghalistener in the background.
+start_listener() {
+    local name="$1" config="$2"
+    shift 2
+    env LISTENER_CONFIG_PATH="$config" KUBECONFIG="$SIM_DIR/kubeconfig" "$@" \
+        "$BIN_DIR/ghalistener" >"$WORK/$name-listener.log" 2>&1 &
+    LISTENER_PID=$!
+    E2E_PIDS+=("$LISTENER_PID")
+    log "listener started (pid $LISTENER_PID)"
+}
+
+# stop_listener: SIGTERM, as the kubelet does, and wait for a clean exit.
+stop_listener() {
+    kill -TERM "$LISTENER_PID" 2>/dev/null || true
+    local deadline=$((SECONDS + 60))
+    while kill -0 "$LISTENER_PID" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then
+            log "listener did not exit within 60 s of SIGTERM"
+            return 1
+        fi
+        sleep 1
+    done
+    wait "$LISTENER_PID" 2>/dev/null || true
+}
