@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use github_client::{ActionsClient, Error, MessageSession, RunnerScaleSetMessage, RunnerScaleSetStatistic};
+use github_client::{
+    ActionsClient, Error, MessageSession, RunnerScaleSetMessage, RunnerScaleSetStatistic,
+};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +31,9 @@ pub fn classify(error: &Error) -> SourceError {
             reason: error.to_string(),
         };
     }
-    if error.is_credentials_rejected() || matches!(error, Error::InvalidConfig { .. } | Error::ConfigUrl(_)) {
+    if error.is_credentials_rejected()
+        || matches!(error, Error::InvalidConfig { .. } | Error::ConfigUrl(_))
+    {
         return SourceError::Fatal(error.to_string());
     }
     // Anything else may pass: the service answers 5xx/4xx transiently during incidents.
@@ -45,7 +49,8 @@ impl ActionsSource {
         owner_name: String,
         shutdown: &CancellationToken,
     ) -> Result<Option<Self>, SourceError> {
-        let Some(session) = open_session(&client, scale_set_id, &owner_name, shutdown).await? else {
+        let Some(session) = open_session(&client, scale_set_id, &owner_name, shutdown).await?
+        else {
             return Ok(None);
         };
         let initial_statistics = session.initial_statistics();
@@ -77,7 +82,11 @@ impl ActionsSource {
             return SourceError::Transient("session was replaced concurrently".into());
         }
         tracing::warn!(session_id = %lost.session_id(), "the service dropped the message session; creating a new one");
-        match self.client.open_session(self.scale_set_id, &self.owner_name).await {
+        match self
+            .client
+            .open_session(self.scale_set_id, &self.owner_name)
+            .await
+        {
             Ok(session) => {
                 tracing::info!(session_id = %session.session_id(), "new message session created");
                 *slot = Arc::new(session);
@@ -153,12 +162,18 @@ impl MessageSource for ActionsSource {
 
     async fn delete_message(&self, message_id: i64) -> Result<(), SourceError> {
         let session = self.current().await;
-        session.delete_message(message_id).await.map_err(|e| classify(&e))
+        session
+            .delete_message(message_id)
+            .await
+            .map_err(|e| classify(&e))
     }
 
     async fn acquire_jobs(&self, request_ids: &[i64]) -> Result<Vec<i64>, SourceError> {
         let session = self.current().await;
-        session.acquire_jobs(request_ids).await.map_err(|e| classify(&e))
+        session
+            .acquire_jobs(request_ids)
+            .await
+            .map_err(|e| classify(&e))
     }
 
     async fn close(&self) -> Result<(), SourceError> {

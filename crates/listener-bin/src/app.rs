@@ -35,12 +35,27 @@ impl ScaleFailure for scaler::ScalerError {
     }
 }
 
+/// `scheme://host[:port]` of the configure URL.
+fn server_url(configure_url: &str) -> String {
+    match url_origin(configure_url) {
+        Some(origin) if !origin.contains("://www.github.com") => origin,
+        _ => "https://github.com".to_owned(),
+    }
+}
+
+fn url_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
+}
+
 fn env_map() -> HashMap<String, String> {
     std::env::vars().collect()
 }
 
 fn env_flag(env: &HashMap<String, String>, key: &str) -> Option<bool> {
-    env.get(key).map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    env.get(key)
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 /// Run the listener until SIGTERM/SIGINT (`Ok`) or an unrecoverable error.
@@ -71,8 +86,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     .map_err(|e| anyhow!("config key `metrics`: {e}"))?,
             ),
         };
-        let prometheus = PrometheusRecorder::new(labels.clone(), metrics_config.as_ref(), &registry)
-            .map_err(|e| anyhow!("config key `metrics`: {e}"))?;
+        let prometheus =
+            PrometheusRecorder::new(labels.clone(), metrics_config.as_ref(), &registry)
+                .map_err(|e| anyhow!("config key `metrics`: {e}"))?;
         composite.push(Arc::new(prometheus));
         let server = MetricsServer::start(
             &config.metrics_addr,
@@ -101,23 +117,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .otel_insecure
         .or_else(|| env_flag(&env, OTEL_INSECURE_ENV))
         .unwrap_or(false);
-    let spans = match OtelSettings::resolve(config.otel_endpoint.as_deref(), insecure, id_scheme, &env)
-        .map_err(|e| anyhow!("config key `otel_endpoint`: {e}"))?
-    {
-        Some(settings) => {
-            let recorder = Arc::new(
-                SpanRecorder::start(settings, &labels, &registry)
-                    .map_err(|e| anyhow!("OpenTelemetry exporter: {e}"))?,
-            );
-            composite.push(recorder.clone());
-            Some(recorder)
-        }
-        None => None,
-    };
+    let spans =
+        match OtelSettings::resolve(config.otel_endpoint.as_deref(), insecure, id_scheme, &env)
+            .map_err(|e| anyhow!("config key `otel_endpoint`: {e}"))?
+        {
+            Some(mut settings) => {
+                // vcs.repository.url.full points at the GitHub the jobs come from (GHES too).
+                settings.server_url = server_url(&config.configure_url);
+                let recorder = Arc::new(
+                    SpanRecorder::start(settings, &labels, &registry)
+                        .map_err(|e| anyhow!("OpenTelemetry exporter: {e}"))?,
+                );
+                composite.push(recorder.clone());
+                Some(recorder)
+            }
+            None => None,
+        };
     composite.record_static(config.min_runners_i32(), config.max_runners_i32());
     let recorder: Arc<dyn Recorder> = Arc::new(composite);
 
-    let result = run_session(&config, &labels, recorder, loop_metrics, &readiness, &shutdown).await;
+    let result = run_session(
+        &config,
+        &labels,
+        recorder,
+        loop_metrics,
+        &readiness,
+        &shutdown,
+    )
+    .await;
 
     readiness.set_ready(false);
     if let Some(spans) = &spans {
@@ -192,7 +219,11 @@ async fn run_session(
     };
 
     let health = LoopHealth::default();
-    let watchdog = tokio::spawn(mirror_health(health.clone(), readiness.clone(), shutdown.clone()));
+    let watchdog = tokio::spawn(mirror_health(
+        health.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     let listener = Listener::new(
         source,
         scaler,

@@ -5,7 +5,13 @@
 
 use tracing_subscriber::EnvFilter;
 
-const OWN_CRATES: [&str; 5] = ["ghalistener", "listener_bin", "github_client", "scaler", "recorders"];
+const OWN_CRATES: [&str; 5] = [
+    "ghalistener",
+    "listener_bin",
+    "github_client",
+    "scaler",
+    "recorders",
+];
 
 pub fn init(log_level: &str, log_format: &str) -> Result<(), String> {
     let level = match log_level {

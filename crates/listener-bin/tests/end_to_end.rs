@@ -53,7 +53,9 @@ async fn sigterm(child: &mut Child) -> (Option<i32>, Duration) {
 
 async fn scrape(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect metrics");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
@@ -121,18 +123,35 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
         timeout: Duration::from_secs(60),
     };
     let summary = run_workload(&env, &workload, |_| {}).await;
-    assert!(!summary.timed_out, "workload timed out: {summary:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        !summary.timed_out,
+        "workload timed out: {summary:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(summary.completed, 8);
     assert!(summary.max_replicas >= 3, "{summary:?}");
-    assert!(wait_for_replicas(&env, 0, Duration::from_secs(20)).await, "did not scale back to 0");
+    assert!(
+        wait_for_replicas(&env, 0, Duration::from_secs(20)).await,
+        "did not scale back to 0"
+    );
 
     // Only merge patches, on the set and on runners' status.
     let requests = env.kube.requests();
-    assert!(requests.iter().all(|r| r.method == "PATCH"), "non-PATCH request sent");
-    assert!(requests.iter().all(|r| r.content_type.as_deref() == Some("application/merge-patch+json")));
+    assert!(
+        requests.iter().all(|r| r.method == "PATCH"),
+        "non-PATCH request sent"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.content_type.as_deref() == Some("application/merge-patch+json"))
+    );
     let scale_patches: Vec<serde_json::Value> = requests
         .iter()
-        .filter(|r| bare_path(&r.path).ends_with(&format!("ephemeralrunnersets/{SET_NAME}")) && r.status == 200)
+        .filter(|r| {
+            bare_path(&r.path).ends_with(&format!("ephemeralrunnersets/{SET_NAME}"))
+                && r.status == 200
+        })
         .map(|r| r.json())
         .collect();
     let patch_ids: Vec<i64> = scale_patches
@@ -140,7 +159,10 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
         .map(|p| p["spec"]["patchID"].as_i64().unwrap_or(0))
         .collect();
     let nonzero: Vec<i64> = patch_ids.iter().copied().filter(|p| *p != 0).collect();
-    assert!(nonzero.windows(2).all(|w| w[0] < w[1]), "patch ids not increasing: {patch_ids:?}");
+    assert!(
+        nonzero.windows(2).all(|w| w[0] < w[1]),
+        "patch ids not increasing: {patch_ids:?}"
+    );
     let replicas: Vec<i64> = scale_patches
         .iter()
         .map(|p| p["spec"]["replicas"].as_i64().unwrap_or(0))
@@ -163,18 +185,35 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
 
     let stats = env.actions.stats();
     assert_eq!(stats.jobs_acquired, 8);
-    assert_eq!(stats.messages_acked, stats.messages_delivered - stats.messages_redelivered);
+    assert_eq!(
+        stats.messages_acked,
+        stats.messages_delivered - stats.messages_redelivered
+    );
 
     // Metrics after the scenario.
     let exposition = scrape(metrics_addr, "/metrics").await;
-    assert_eq!(metric_value(&exposition, "gha_started_jobs_total"), 8.0, "{exposition}");
-    assert_eq!(metric_value(&exposition, "gha_completed_jobs_total"), 8.0, "{exposition}");
+    assert_eq!(
+        metric_value(&exposition, "gha_started_jobs_total"),
+        8.0,
+        "{exposition}"
+    );
+    assert_eq!(
+        metric_value(&exposition, "gha_completed_jobs_total"),
+        8.0,
+        "{exposition}"
+    );
     assert_eq!(metric_value(&exposition, "gha_desired_runners"), 0.0);
     assert_eq!(metric_value(&exposition, "gha_max_runners"), 10.0);
-    assert_eq!(metric_value(&exposition, "gha_job_execution_duration_seconds_count"), 8.0);
+    assert_eq!(
+        metric_value(&exposition, "gha_job_execution_duration_seconds_count"),
+        8.0
+    );
     assert!(exposition.contains("job_result=\"failed\""), "{exposition}");
     let ready = scrape(metrics_addr, "/readyz").await;
-    assert!(ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(
+        ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"),
+        "{ready}"
+    );
 
     // Spans: three per completed job, error status on failed executions.
     let spans = sink.wait_for_spans(24, Duration::from_secs(20)).await;
@@ -190,14 +229,22 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
 
     // SIGTERM: session deleted, exit 0, quickly.
     let (code, took) = sigterm(&mut child).await;
-    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        code,
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(env.actions.stats().sessions_deleted, 1);
     assert_eq!(env.actions.stats().sessions_active, 0);
 
     // Debug logs hold no secret.
     let output = std::fs::read_to_string(&log).expect("log");
-    assert!(output.contains("DEBUG") || output.contains("debug"), "not at debug level");
+    assert!(
+        output.contains("DEBUG") || output.contains("debug"),
+        "not at debug level"
+    );
     assert!(!output.contains(DEMO_TOKEN), "PAT leaked into logs");
     assert!(!output.contains("eyJ"), "a JWT leaked into logs");
     assert!(!exposition.contains(DEMO_TOKEN));
@@ -213,14 +260,23 @@ async fn sigterm_during_long_poll_deletes_session_and_exits_zero() {
     let log = dir.path().join("listener.log");
     let mut child = spawn_listener(&env, &log);
     assert!(
-        wait_until(Duration::from_secs(30), || env.actions.stats().sessions_created == 1
+        wait_until(Duration::from_secs(30), || env
+            .actions
+            .stats()
+            .sessions_created
+            == 1
             && env.actions.stats().requests > 0
             && env.kube.requests().len() == 1)
         .await
     );
     tokio::time::sleep(Duration::from_millis(300)).await; // inside the 50 s hold
     let (code, took) = sigterm(&mut child).await;
-    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        code,
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(env.actions.stats().sessions_deleted, 1);
 }
@@ -264,10 +320,20 @@ async fn bad_configs_exit_non_zero_naming_the_field() {
             config["metrics_addr"] = serde_json::json!("127.0.0.1:0");
         }
         let out = run_with_config(&config).await;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out.status.success(), "{key}={value} accepted");
-        assert!(text.contains(key), "{key}={value}: error does not name the key: {text}");
-        assert!(!text.contains("ghp_abcdefghijklmnop"), "secret in error: {text}");
+        assert!(
+            text.contains(key),
+            "{key}={value}: error does not name the key: {text}"
+        );
+        assert!(
+            !text.contains("ghp_abcdefghijklmnop"),
+            "secret in error: {text}"
+        );
     }
 
     let missing = Command::new(LISTENER)
