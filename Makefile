@@ -1,7 +1,8 @@
 # Set-up commands named in the README: `make demo` and `make test`.
 CARGO ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build release test lint fmt clippy demo bench chaos e2e clean
+.PHONY: all build release test lint fmt clippy demo e2e bench chaos clean
 
 all: build
 
@@ -11,9 +12,19 @@ build:
 release:
 	$(CARGO) build --release -p listener-bin
 
-## Unit and integration tests: real HTTP against the simulator's fakes.
+## The listener against the built-in simulator (no cluster, no GitHub): scaling decisions,
+## spans and metrics printed as they happen; ends by itself with a summary.
+demo:
+	$(CARGO) build -p listener-bin -p simulator --bins
+	$(TARGET_DIR)/debug/gha-simulator demo --listener $(TARGET_DIR)/debug/ghalistener
+
+## Unit, integration and end-to-end tests: real HTTP against the simulator's fakes.
 test:
 	$(CARGO) test --workspace --all-targets
+
+## Deployment suites with real programs: Helm's engine, Prometheus, an OTLP collector.
+e2e:
+	bash .ci/deploy-tests.sh
 
 lint: fmt clippy
 

@@ -1,3 +1,84 @@
+//! `ghalistener`: reads ARC's config from `LISTENER_CONFIG_PATH` and runs the listener.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::process::ExitCode;
+
+use listener_bin::config::{CONFIG_PATH_ENV, Config};
+use listener_bin::{COMMIT, VERSION, app, logging};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let Some(path) = std::env::var_os(CONFIG_PATH_ENV) else {
+        eprintln!("Error: {CONFIG_PATH_ENV} environment variable is not set");
+        return ExitCode::FAILURE;
+    };
+    let config = match Config::load(path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: failed to read config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = logging::init(&config.log_level, &config.log_format) {
+        eprintln!("Error: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(version = VERSION, commit = COMMIT, "ghalistener starting");
+    tracing::debug!(config = ?config, "configuration");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        app::run(config, shutdown).await
+    });
+    // Do not wait for blocked tasks (e.g. a stalled collector connection) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
+        Ok(()) => {
+            tracing::info!("ghalistener stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "ghalistener failed");
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (kubelet) or SIGINT (a terminal) cancel the token once.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!(signal = "ctrl-c", "shutdown requested");
+    }
+    shutdown.cancel();
+}

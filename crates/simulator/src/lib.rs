@@ -6,3 +6,5 @@
 
 pub mod actions;
 pub mod kube_api;
+pub mod otlp_sink;
+pub mod workload;

@@ -1,0 +1,717 @@
+//! The message loop, in the anchor's semantics but with a message's work done concurrently.
+//!
+//! Per message the anchor runs, one after another: record statistics, ack, acquire, patch
+//! each started job's runner, scale. Only the scale patch is what the controller waits for,
+//! and it depends on nothing but the message's statistics; so here the scale patch, the ack,
+//! the acquire and the runner patches start together, and the next poll starts once all of
+//! them are done. Messages are still handled one at a time, so the sequence of scale
+//! patches equals the sequential algorithm's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use github_client::{JobMessage, RunnerScaleSetMessage};
+use recorders::Recorder;
+use scaler::{RunnerJobStatus, Scaler};
+use tokio_util::sync::CancellationToken;
+
+use crate::source::{MessageSource, SourceError};
+
+/// Whether a scaler failure is worth retrying.
+pub trait ScaleFailure {
+    /// A configuration problem (the set missing, a right missing): retrying cannot help.
+    fn is_configuration_error(&self) -> bool;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("scaling failed: {0}")]
+    Scale(String),
+    #[error("message session failed: {0}")]
+    Source(String),
+}
+
+/// Counters the loop keeps; exported as `gha_listener_*` metrics.
+#[derive(Clone)]
+pub struct LoopMetrics {
+    pub messages: prometheus::IntCounter,
+    pub poison_messages: prometheus::IntCounter,
+    pub poll_errors: prometheus::IntCounter,
+    pub ack_failures: prometheus::IntCounter,
+    pub acquire_failures: prometheus::IntCounter,
+    pub scale_failures: prometheus::IntCounter,
+    pub jobs_acquired: prometheus::IntCounter,
+}
+
+impl LoopMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let counter =
+            |name: &str, help: &str| -> Result<prometheus::IntCounter, prometheus::Error> {
+                let c = prometheus::IntCounter::new(name, help)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        Ok(Self {
+            messages: counter("gha_listener_messages_total", "Queue messages handled.")?,
+            poison_messages: counter(
+                "gha_listener_poison_messages_total",
+                "Malformed queue messages acknowledged and skipped.",
+            )?,
+            poll_errors: counter(
+                "gha_listener_poll_errors_total",
+                "Message polls that failed after the client's retries.",
+            )?,
+            ack_failures: counter(
+                "gha_listener_ack_failures_total",
+                "Message acknowledgements that failed after retries (the message is redelivered).",
+            )?,
+            acquire_failures: counter(
+                "gha_listener_acquire_failures_total",
+                "Job acquisitions that failed after retries.",
+            )?,
+            scale_failures: counter(
+                "gha_listener_scale_failures_total",
+                "Scale patches that failed after the scaler's retries.",
+            )?,
+            jobs_acquired: counter("gha_listener_jobs_acquired_total", "Jobs acquired.")?,
+        })
+    }
+
+    /// Counters on a private registry, for tests and benchmarks.
+    pub fn unregistered() -> Self {
+        let registry = prometheus::Registry::new();
+        // Names are fixed and unique on a fresh registry, so this cannot fail.
+        Self::register(&registry).unwrap_or_else(|_| unreachable!("fresh registry"))
+    }
+}
+
+/// Liveness of the loop, read by the readiness probe.
+#[derive(Clone, Default)]
+pub struct LoopHealth {
+    session_live: Arc<AtomicBool>,
+    last_progress_ms: Arc<AtomicU64>,
+}
+
+impl LoopHealth {
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    pub fn progress(&self) {
+        self.session_live.store(true, Ordering::Relaxed);
+        self.last_progress_ms
+            .store(Self::now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_session_live(&self, live: bool) {
+        self.session_live.store(live, Ordering::Relaxed);
+    }
+
+    /// Ready while the session is live and a poll completed within `stale_after`.
+    pub fn is_ready(&self, stale_after: Duration) -> bool {
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        let age = Self::now_ms().saturating_sub(last);
+        self.session_live.load(Ordering::Relaxed)
+            && last != 0
+            && u128::from(age) <= stale_after.as_millis()
+    }
+}
+
+/// Settings of the loop itself.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub max_runners: i32,
+    /// First wait after a failed poll or scale; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        Self {
+            max_runners: i32::MAX,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Listener<M, S> {
+    source: M,
+    scaler: S,
+    recorder: Arc<dyn Recorder>,
+    settings: LoopSettings,
+    metrics: LoopMetrics,
+    health: LoopHealth,
+}
+
+/// What a message asks for, extracted once.
+struct MessageWork {
+    assigned_jobs: i64,
+    jobs_changed: bool,
+    available: Vec<i64>,
+    started: Vec<RunnerJobStatus>,
+}
+
+impl MessageWork {
+    fn of(message: &RunnerScaleSetMessage, assigned_jobs: i64) -> Self {
+        let mut work = MessageWork {
+            assigned_jobs,
+            jobs_changed: false,
+            available: Vec::new(),
+            started: Vec::new(),
+        };
+        for job in &message.jobs {
+            match job {
+                JobMessage::Available(j) => work.available.push(j.common.runner_request_id),
+                JobMessage::Assigned(_) => {}
+                JobMessage::Started(j) => {
+                    work.jobs_changed = true;
+                    work.started.push(runner_job_status(j));
+                }
+                JobMessage::Completed(_) => work.jobs_changed = true,
+            }
+        }
+        work
+    }
+}
+
+/// The runner-status fields ARC's scaler writes for a started job.
+pub fn runner_job_status(job: &github_client::JobStarted) -> RunnerJobStatus {
+    let c = &job.common;
+    RunnerJobStatus {
+        runner_name: job.runner_name.clone(),
+        job_request_id: c.runner_request_id,
+        job_repository_name: format!("{}/{}", c.owner_name, c.repository_name),
+        job_id: c.job_id.clone(),
+        workflow_run_id: c.workflow_run_id,
+        job_workflow_ref: c.job_workflow_ref.clone(),
+        job_display_name: c.job_display_name.clone(),
+    }
+}
+
+impl<M, S> Listener<M, S>
+where
+    M: MessageSource,
+    S: Scaler,
+    S::Error: ScaleFailure,
+{
+    pub fn new(
+        source: M,
+        scaler: S,
+        recorder: Arc<dyn Recorder>,
+        settings: LoopSettings,
+        metrics: LoopMetrics,
+        health: LoopHealth,
+    ) -> Self {
+        Self {
+            source,
+            scaler,
+            recorder,
+            settings,
+            metrics,
+            health,
+        }
+    }
+
+    pub fn source(&self) -> &M {
+        &self.source
+    }
+
+    /// Run until `shutdown` is cancelled (returns `Ok`) or a fatal error. The message in
+    /// hand when shutdown arrives is finished; the long poll is abandoned. The session is
+    /// not closed here: the caller closes it, also after a fatal error.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ListenerError> {
+        let initial = self.source.initial_statistics().unwrap_or_else(|| {
+            tracing::warn!("session carried no statistics; starting from zero assigned jobs");
+            Default::default()
+        });
+        self.health.progress();
+        self.recorder.record_statistics(&initial);
+        let mut assigned_jobs = initial.total_assigned_jobs;
+        tracing::info!(
+            total_assigned_jobs = assigned_jobs,
+            "handling initial session statistics"
+        );
+        let target = self.scale(assigned_jobs, false, &shutdown).await?;
+        if let Some(target) = target {
+            self.recorder.record_desired_runners(target);
+        }
+
+        let mut last_message_id: i64 = 0;
+        let mut backoff = self.settings.initial_backoff;
+        loop {
+            let polled = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                polled = self.source.get_message(last_message_id, self.settings.max_runners) => polled,
+            };
+            match polled {
+                Ok(None) => {
+                    self.health.progress();
+                    backoff = self.settings.initial_backoff;
+                    // No message: re-assert the latest count, as the anchor does, so a set
+                    // the controller drifted from gets corrected.
+                    self.scale(assigned_jobs, false, &shutdown).await?;
+                }
+                Ok(Some(message)) => {
+                    self.health.progress();
+                    backoff = self.settings.initial_backoff;
+                    let statistics = message.statistics.unwrap_or_else(|| {
+                        tracing::warn!(
+                            message_id = message.message_id,
+                            "message carried no statistics; keeping the last known"
+                        );
+                        Default::default()
+                    });
+                    if message.statistics.is_some() {
+                        assigned_jobs = statistics.total_assigned_jobs;
+                    }
+                    last_message_id = message.message_id;
+                    // Not cancelled by shutdown: the message in hand is finished.
+                    self.handle_message(&message, assigned_jobs, &shutdown)
+                        .await?;
+                }
+                Err(SourceError::Poison { message_id, reason }) => {
+                    self.health.progress();
+                    self.metrics.poison_messages.inc();
+                    tracing::error!(message_id, error = %reason, "skipping malformed message; scaling follows the next message's statistics");
+                    last_message_id = message_id;
+                    self.ack(message_id).await;
+                }
+                Err(SourceError::Fatal(reason)) => {
+                    self.health.set_session_live(false);
+                    return Err(ListenerError::Source(reason));
+                }
+                Err(SourceError::Transient(reason)) => {
+                    self.metrics.poll_errors.inc();
+                    tracing::warn!(error = %reason, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "polling for messages failed; retrying");
+                    if sleep_or_shutdown(backoff, &shutdown).await {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn handle_message(
+        &self,
+        message: &RunnerScaleSetMessage,
+        assigned_jobs: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ListenerError> {
+        self.metrics.messages.inc();
+        if let Some(statistics) = &message.statistics {
+            self.recorder.record_statistics(statistics);
+        }
+        let work = MessageWork::of(message, assigned_jobs);
+        tracing::info!(
+            message_id = message.message_id,
+            jobs = message.jobs.len(),
+            available = work.available.len(),
+            started = work.started.len(),
+            total_assigned_jobs = assigned_jobs,
+            "handling message"
+        );
+        for job in &message.jobs {
+            match job {
+                JobMessage::Started(j) => self.recorder.record_job_started(j),
+                JobMessage::Completed(j) => self.recorder.record_job_completed(j),
+                _ => {}
+            }
+        }
+        let scale = self.scale(work.assigned_jobs, work.jobs_changed, shutdown);
+        let ack = self.ack(message.message_id);
+        let acquire = self.acquire(&work.available);
+        let runners = self.scaler.handle_jobs_started(work.started);
+        let (target, (), (), ()) = tokio::join!(scale, ack, acquire, runners);
+        if let Some(target) = target? {
+            self.recorder.record_desired_runners(target);
+        }
+        Ok(())
+    }
+
+    /// Scale, retrying failures the scaler gave up on until they succeed, prove to be a
+    /// configuration error, or shutdown. `Ok(None)` when shutdown interrupted the retries.
+    async fn scale(
+        &self,
+        count: i64,
+        jobs_changed: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<i32>, ListenerError> {
+        let mut backoff = self.settings.initial_backoff;
+        loop {
+            match self
+                .scaler
+                .handle_desired_runner_count(count, jobs_changed)
+                .await
+            {
+                Ok(target) => return Ok(Some(target)),
+                Err(e) if e.is_configuration_error() => {
+                    return Err(ListenerError::Scale(e.to_string()));
+                }
+                Err(e) => {
+                    self.metrics.scale_failures.inc();
+                    tracing::warn!(error = %e, count, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "scaling failed; retrying");
+                    if sleep_or_shutdown(backoff, shutdown).await {
+                        return Ok(None);
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, message_id: i64) {
+        if let Err(e) = self.source.delete_message(message_id).await {
+            // The service redelivers an unacknowledged message; handling it again is
+            // harmless (same statistics, acquire and runner patches are idempotent).
+            self.metrics.ack_failures.inc();
+            tracing::warn!(message_id, error = %e, "acknowledging message failed; it will be redelivered");
+        }
+    }
+
+    async fn acquire(&self, request_ids: &[i64]) {
+        if request_ids.is_empty() {
+            return;
+        }
+        match self.source.acquire_jobs(request_ids).await {
+            Ok(acquired) => {
+                self.metrics.jobs_acquired.inc_by(acquired.len() as u64);
+                tracing::info!(
+                    requested = request_ids.len(),
+                    acquired = acquired.len(),
+                    "acquired jobs"
+                );
+            }
+            Err(e) => {
+                // Jobs left unacquired stay available and are offered again.
+                self.metrics.acquire_failures.inc();
+                tracing::warn!(requested = request_ids.len(), error = %e, "acquiring jobs failed");
+            }
+        }
+    }
+}
+
+/// Sleep, or return `true` at once when shutdown arrives first.
+async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use github_client::{
+        JobAvailable, JobCommon, JobCompleted, JobStarted, RunnerScaleSetStatistic,
+    };
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    type Poll = Result<Option<RunnerScaleSetMessage>, SourceError>;
+
+    /// Plays a script of poll results; when it runs out, asks for shutdown and waits.
+    struct ScriptedSource {
+        initial: RunnerScaleSetStatistic,
+        polls: Mutex<VecDeque<Poll>>,
+        acked: Mutex<Vec<i64>>,
+        acquired: Mutex<Vec<Vec<i64>>>,
+        done: CancellationToken,
+    }
+
+    impl ScriptedSource {
+        fn new(initial_assigned: i64, polls: Vec<Poll>, done: CancellationToken) -> Self {
+            Self {
+                initial: RunnerScaleSetStatistic {
+                    total_assigned_jobs: initial_assigned,
+                    ..Default::default()
+                },
+                polls: Mutex::new(polls.into()),
+                acked: Mutex::default(),
+                acquired: Mutex::default(),
+                done,
+            }
+        }
+    }
+
+    impl MessageSource for ScriptedSource {
+        fn initial_statistics(&self) -> Option<RunnerScaleSetStatistic> {
+            Some(self.initial)
+        }
+        async fn get_message(&self, _: i64, _: i32) -> Poll {
+            let next = self.polls.lock().unwrap().pop_front();
+            match next {
+                Some(p) => p,
+                None => {
+                    self.done.cancel();
+                    std::future::pending().await
+                }
+            }
+        }
+        async fn delete_message(&self, id: i64) -> Result<(), SourceError> {
+            self.acked.lock().unwrap().push(id);
+            Ok(())
+        }
+        async fn acquire_jobs(&self, ids: &[i64]) -> Result<Vec<i64>, SourceError> {
+            self.acquired.lock().unwrap().push(ids.to_vec());
+            Ok(ids.to_vec())
+        }
+        async fn close(&self) -> Result<(), SourceError> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake scale failure (config: {0})")]
+    struct FakeScaleError(bool);
+    impl ScaleFailure for FakeScaleError {
+        fn is_configuration_error(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[derive(Default)]
+    struct RecordingScaler {
+        calls: Mutex<Vec<(i64, bool)>>,
+        runner_patches: Mutex<Vec<RunnerJobStatus>>,
+        /// Failures to return before succeeding: `true` = configuration error.
+        failures: Mutex<VecDeque<bool>>,
+    }
+
+    impl Scaler for RecordingScaler {
+        type Error = FakeScaleError;
+        async fn handle_desired_runner_count(
+            &self,
+            count: i64,
+            changed: bool,
+        ) -> Result<i32, FakeScaleError> {
+            self.calls.lock().unwrap().push((count, changed));
+            if let Some(config) = self.failures.lock().unwrap().pop_front() {
+                return Err(FakeScaleError(config));
+            }
+            Ok(count.min(10) as i32)
+        }
+        async fn handle_jobs_started(&self, jobs: Vec<RunnerJobStatus>) {
+            self.runner_patches.lock().unwrap().extend(jobs);
+        }
+    }
+
+    #[derive(Default)]
+    struct CountingRecorder {
+        events: Mutex<Vec<String>>,
+    }
+    impl Recorder for CountingRecorder {
+        fn record_static(&self, min: i32, max: i32) {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("static {min} {max}"));
+        }
+        fn record_statistics(&self, s: &RunnerScaleSetStatistic) {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("stats {}", s.total_assigned_jobs));
+        }
+        fn record_job_started(&self, j: &JobStarted) {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("started {}", j.common.runner_request_id));
+        }
+        fn record_job_completed(&self, j: &JobCompleted) {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("completed {}", j.common.runner_request_id));
+        }
+        fn record_desired_runners(&self, c: i32) {
+            self.events.lock().unwrap().push(format!("desired {c}"));
+        }
+    }
+
+    fn common(id: i64) -> JobCommon {
+        JobCommon {
+            runner_request_id: id,
+            owner_name: "octo".into(),
+            repository_name: "app".into(),
+            job_id: format!("job-{id}"),
+            workflow_run_id: 77,
+            job_workflow_ref: "octo/app/.github/workflows/ci.yml@refs/heads/main".into(),
+            job_display_name: "build".into(),
+            ..Default::default()
+        }
+    }
+
+    fn message(id: i64, assigned: i64, jobs: Vec<JobMessage>) -> Poll {
+        Ok(Some(RunnerScaleSetMessage {
+            message_id: id,
+            message_type: "RunnerScaleSetJobMessages".into(),
+            statistics: Some(RunnerScaleSetStatistic {
+                total_assigned_jobs: assigned,
+                ..Default::default()
+            }),
+            jobs,
+            skipped_jobs: 0,
+        }))
+    }
+
+    fn available(id: i64) -> JobMessage {
+        JobMessage::Available(JobAvailable {
+            common: common(id),
+            acquire_job_url: String::new(),
+        })
+    }
+    fn started(id: i64) -> JobMessage {
+        JobMessage::Started(JobStarted {
+            common: common(id),
+            runner_id: id,
+            runner_name: format!("runner-{id}"),
+        })
+    }
+    fn completed(id: i64) -> JobMessage {
+        JobMessage::Completed(JobCompleted {
+            common: common(id),
+            result: "succeeded".into(),
+            runner_id: id,
+            runner_name: format!("runner-{id}"),
+        })
+    }
+
+    fn settings() -> LoopSettings {
+        LoopSettings {
+            max_runners: 10,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+        }
+    }
+
+    async fn run_script(
+        initial: i64,
+        polls: Vec<Poll>,
+        scaler: RecordingScaler,
+    ) -> (
+        Result<(), ListenerError>,
+        Listener<ScriptedSource, RecordingScaler>,
+        Arc<CountingRecorder>,
+    ) {
+        let done = CancellationToken::new();
+        let recorder = Arc::new(CountingRecorder::default());
+        let listener = Listener::new(
+            ScriptedSource::new(initial, polls, done.clone()),
+            scaler,
+            recorder.clone(),
+            settings(),
+            LoopMetrics::unregistered(),
+            LoopHealth::default(),
+        );
+        let result = tokio::time::timeout(Duration::from_secs(20), listener.run(done))
+            .await
+            .expect("loop ended");
+        (result, listener, recorder)
+    }
+
+    #[tokio::test]
+    async fn scale_sequence_follows_assigned_jobs_and_dirty_batches() {
+        let polls = vec![
+            message(1, 3, vec![available(11), available(12), available(13)]),
+            message(2, 3, vec![started(11), started(12)]),
+            Ok(None),
+            message(3, 1, vec![completed(11), completed(12)]),
+        ];
+        let (result, listener, recorder) = run_script(2, polls, RecordingScaler::default()).await;
+        result.unwrap();
+        assert_eq!(
+            *listener.scaler.calls.lock().unwrap(),
+            vec![(2, false), (3, false), (3, true), (3, false), (1, true)]
+        );
+        assert_eq!(*listener.source.acked.lock().unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            *listener.source.acquired.lock().unwrap(),
+            vec![vec![11, 12, 13]]
+        );
+        let patches = listener.scaler.runner_patches.lock().unwrap();
+        assert_eq!(patches.len(), 2);
+        assert_eq!(patches[0].runner_name, "runner-11");
+        assert_eq!(patches[0].job_repository_name, "octo/app");
+        let events = recorder.events.lock().unwrap();
+        assert!(events.contains(&"started 12".to_string()));
+        assert!(events.contains(&"completed 11".to_string()));
+        assert_eq!(
+            events.iter().filter(|e| e.starts_with("desired")).count(),
+            4,
+            "{events:?}"
+        );
+        assert_eq!(listener.metrics.messages.get(), 3);
+        assert_eq!(listener.metrics.jobs_acquired.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn poison_message_is_acked_counted_and_skipped() {
+        let polls = vec![
+            Err(SourceError::Poison {
+                message_id: 5,
+                reason: "bad body".into(),
+            }),
+            message(6, 1, vec![]),
+        ];
+        let (result, listener, _) = run_script(0, polls, RecordingScaler::default()).await;
+        result.unwrap();
+        assert_eq!(*listener.source.acked.lock().unwrap(), vec![5, 6]);
+        assert_eq!(listener.metrics.poison_messages.get(), 1);
+        assert_eq!(
+            *listener.scaler.calls.lock().unwrap(),
+            vec![(0, false), (1, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_poll_errors_are_retried_and_fatal_ones_end_the_loop() {
+        let polls = vec![
+            Err(SourceError::Transient("503".into())),
+            Err(SourceError::Transient("503".into())),
+            message(1, 2, vec![]),
+            Err(SourceError::Fatal("credentials rejected".into())),
+        ];
+        let (result, listener, _) = run_script(0, polls, RecordingScaler::default()).await;
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("credentials rejected"), "{err}");
+        assert_eq!(listener.metrics.poll_errors.get(), 2);
+        assert_eq!(*listener.source.acked.lock().unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn scale_failures_are_retried_unless_configuration_errors() {
+        let scaler = RecordingScaler::default();
+        scaler.failures.lock().unwrap().extend([false, false]);
+        let (result, listener, _) = run_script(4, vec![message(1, 5, vec![])], scaler).await;
+        result.unwrap();
+        assert_eq!(
+            *listener.scaler.calls.lock().unwrap(),
+            vec![(4, false), (4, false), (4, false), (5, false)]
+        );
+        assert_eq!(listener.metrics.scale_failures.get(), 2);
+
+        let scaler = RecordingScaler::default();
+        scaler.failures.lock().unwrap().push_back(true);
+        let (result, _, _) = run_script(4, vec![], scaler).await;
+        assert!(matches!(result, Err(ListenerError::Scale(_))));
+    }
+
+    #[tokio::test]
+    async fn health_reflects_progress() {
+        let health = LoopHealth::default();
+        assert!(!health.is_ready(Duration::from_secs(60)));
+        health.progress();
+        assert!(health.is_ready(Duration::from_secs(60)));
+        health.set_session_live(false);
+        assert!(!health.is_ready(Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,394 @@
+//! `gha-simulator`: the listener's world without a cluster or GitHub.
+//!
+//! `gha-simulator demo` starts the fakes, runs the real `ghalistener` against them under a
+//! burst workload, prints scaling decisions and spans as they happen, and ends with a
+//! summary. `gha-simulator serve --dir DIR` starts the same world and writes
+//! `DIR/config.json` and `DIR/kubeconfig` for a listener started by someone else (the
+//! end-to-end suites), then runs the workload.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use simulator::otlp_sink::{OtlpSink, ReceivedSpan};
+use simulator::workload::{
+    Environment, EnvironmentOptions, WorkloadEvent, WorkloadOptions, run_workload,
+    wait_for_replicas,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const USAGE: &str = "usage:
+  gha-simulator demo [--listener PATH] [--dir DIR] [--waves 3,8,5] [--job-seconds N]
+  gha-simulator serve --dir DIR [--metrics-addr HOST:PORT] [--otel-endpoint URL]
+                      [--waves 3,8,5] [--job-seconds N] [--linger-seconds N]";
+
+struct Args {
+    command: String,
+    listener: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
+    otel_endpoint: Option<String>,
+    waves: Vec<usize>,
+    job_seconds: f64,
+    linger_seconds: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let command = it.next().context("missing command")?;
+    if !matches!(command.as_str(), "demo" | "serve") {
+        bail!("unknown command {command:?}");
+    }
+    let mut args = Args {
+        command,
+        listener: None,
+        dir: None,
+        metrics_addr: None,
+        otel_endpoint: std::env::var("OTEL_ENDPOINT")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        waves: vec![3, 8, 5],
+        job_seconds: 2.0,
+        linger_seconds: 0,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--listener" => args.listener = Some(value("--listener")?.into()),
+            "--dir" => args.dir = Some(value("--dir")?.into()),
+            "--metrics-addr" => {
+                let v = value("--metrics-addr")?;
+                args.metrics_addr = Some(
+                    v.parse()
+                        .with_context(|| format!("--metrics-addr {v:?} is not HOST:PORT"))?,
+                );
+            }
+            "--otel-endpoint" => args.otel_endpoint = Some(value("--otel-endpoint")?),
+            "--waves" => {
+                let v = value("--waves")?;
+                args.waves = v
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| {
+                        format!("--waves {v:?} is not a comma-separated list of counts")
+                    })?;
+            }
+            "--job-seconds" => {
+                let v = value("--job-seconds")?;
+                args.job_seconds = v
+                    .parse()
+                    .with_context(|| format!("--job-seconds {v:?} is not a number"))?;
+            }
+            "--linger-seconds" => {
+                let v = value("--linger-seconds")?;
+                args.linger_seconds = v
+                    .parse()
+                    .with_context(|| format!("--linger-seconds {v:?} is not a whole number"))?;
+            }
+            other => bail!("unknown flag {other:?}"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("gha-simulator: {e:#}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gha-simulator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command.as_str() {
+            "demo" => demo(args).await,
+            _ => serve(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gha-simulator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workload_options(args: &Args) -> WorkloadOptions {
+    WorkloadOptions {
+        waves: args.waves.clone(),
+        job_duration: Duration::from_secs_f64(args.job_seconds.max(0.0)),
+        ..Default::default()
+    }
+}
+
+fn free_local_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+async fn serve(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.clone().context("serve needs --dir DIR")?;
+    let mut options = EnvironmentOptions::new(&dir);
+    options.metrics_addr = Some(match args.metrics_addr {
+        Some(a) => a,
+        None => free_local_addr()?,
+    });
+    options.otel_endpoint = args.otel_endpoint.clone();
+    let env = Environment::start(options).await?;
+    println!(
+        "READY config={} kubeconfig={}",
+        env.config_path.display(),
+        env.kubeconfig_path.display()
+    );
+    let summary = run_workload(&env, &workload_options(&args), |e| {
+        println!("{}", describe(e))
+    })
+    .await;
+    let scaled_down = wait_for_replicas(&env, 0, Duration::from_secs(30)).await;
+    println!(
+        "DONE queued={} started={} completed={} failed={} max_replicas={} scaled_down={} timed_out={}",
+        summary.queued,
+        summary.started,
+        summary.completed,
+        summary.failed,
+        summary.max_replicas,
+        scaled_down,
+        summary.timed_out
+    );
+    tokio::time::sleep(Duration::from_secs(args.linger_seconds)).await;
+    Ok(if summary.timed_out {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn describe(event: &WorkloadEvent) -> String {
+    match event {
+        WorkloadEvent::Queued { wave, jobs } => format!("workload: wave {wave} queued {jobs} jobs"),
+        WorkloadEvent::Started { request_id, runner } => {
+            format!("workload: job {request_id} started on {runner}")
+        }
+        WorkloadEvent::Completed { request_id, result } => {
+            format!("workload: job {request_id} completed: {result}")
+        }
+        WorkloadEvent::Scaled { replicas, patch_id } => {
+            format!("SCALE   EphemeralRunnerSet replicas={replicas} patchID={patch_id}")
+        }
+    }
+}
+
+fn print_span(span: &ReceivedSpan) {
+    let ms = (span.end_unix_nanos.saturating_sub(span.start_unix_nanos)) / 1_000_000;
+    println!(
+        "SPAN    {:<17} trace={} parent={} span={} {:>6} ms job={} status={}",
+        span.name,
+        span.trace_id,
+        span.parent_span_id,
+        span.span_id,
+        ms,
+        span.attribute("github.job_id").unwrap_or("?"),
+        match span.status_code {
+            2 => "error",
+            1 => "ok",
+            _ => "unset",
+        }
+    );
+}
+
+async fn demo(args: Args) -> anyhow::Result<ExitCode> {
+    let listener_bin = match &args.listener {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("ghalistener"),
+    };
+    if !listener_bin.exists() {
+        bail!(
+            "listener binary {} not found (build it with `cargo build -p listener-bin`, or pass --listener)",
+            listener_bin.display()
+        );
+    }
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("gha-simulator-demo-{}", std::process::id())),
+    };
+    let sink = match &args.otel_endpoint {
+        Some(_) => None,
+        None => Some(OtlpSink::start().await?),
+    };
+    let mut options = EnvironmentOptions::new(&dir);
+    options.metrics_addr = Some(free_local_addr()?);
+    options.otel_endpoint = args
+        .otel_endpoint
+        .clone()
+        .or_else(|| sink.as_ref().map(OtlpSink::endpoint));
+    let env = Environment::start(options).await?;
+    let metrics_addr = env.options.metrics_addr.context("metrics address")?;
+
+    println!("== gha-simulator demo");
+    println!("   fake Actions service  {}", env.actions.url());
+    println!("   fake Kubernetes API   {}", env.kube.url());
+    println!("   listener metrics      http://{metrics_addr}/metrics");
+    match (&sink, &args.otel_endpoint) {
+        (Some(s), _) => println!(
+            "   spans                 printed from a built-in OTLP receiver at {}",
+            s.endpoint()
+        ),
+        (None, Some(e)) => println!("   spans                 exported to {e}"),
+        _ => {}
+    }
+    println!(
+        "   listener log          {}",
+        dir.join("listener.log").display()
+    );
+    println!();
+
+    let log = std::fs::File::create(dir.join("listener.log"))?;
+    let mut child = tokio::process::Command::new(&listener_bin)
+        .env("LISTENER_CONFIG_PATH", &env.config_path)
+        .env("KUBECONFIG", &env.kubeconfig_path)
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", listener_bin.display()))?;
+
+    let started = Instant::now();
+    let mut printed_spans = 0usize;
+    let mut print_new_spans = |sink: &Option<OtlpSink>| {
+        if let Some(s) = sink {
+            let spans = s.spans();
+            for span in &spans[printed_spans.min(spans.len())..] {
+                print_span(span);
+            }
+            printed_spans = spans.len();
+        }
+    };
+    let workload = workload_options(&args);
+    let summary = {
+        let run = run_workload(&env, &workload, |e| {
+            let line = describe(e);
+            println!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+        });
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                s = &mut run => break s,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => print_new_spans(&sink),
+                status = child.wait() => bail!("the listener exited early ({status:?}); see {}", dir.join("listener.log").display()),
+            }
+        }
+    };
+    println!(
+        "[{:>5.1}s] workload done; waiting for scale-down",
+        started.elapsed().as_secs_f64()
+    );
+    let scaled_down =
+        wait_for_replicas(&env, env.options.min_runners, Duration::from_secs(30)).await;
+    if let Some(s) = &sink {
+        s.wait_for_spans(summary.completed * 3, Duration::from_secs(10))
+            .await;
+    }
+    print_new_spans(&sink);
+
+    let metrics = http_get(metrics_addr, "/metrics").await.unwrap_or_default();
+    println!();
+    println!("== metrics (gha_* series, from http://{metrics_addr}/metrics)");
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("gha_") && !l.contains("_bucket{"))
+    {
+        println!("   {line}");
+    }
+
+    // SIGTERM, as the kubelet sends it; the listener deletes its session and exits 0.
+    let pid = child.id().context("listener pid")?;
+    let term_sent = Instant::now();
+    let _ = tokio::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let exit = match status {
+        Ok(Ok(s)) => s
+            .code()
+            .map_or_else(|| "killed by a signal".to_string(), |c| c.to_string()),
+        _ => {
+            let _ = child.start_kill();
+            "did not exit within 10 s".to_string()
+        }
+    };
+    let stats = env.actions.stats();
+    println!();
+    println!("== summary");
+    println!(
+        "   jobs queued/started/completed/failed  {}/{}/{}/{}",
+        summary.queued, summary.started, summary.completed, summary.failed
+    );
+    println!(
+        "   scale changes seen                    {} (max replicas {})",
+        summary.scale_changes, summary.max_replicas
+    );
+    println!("   scaled back to min_runners            {scaled_down}");
+    println!(
+        "   messages delivered/acked              {}/{}",
+        stats.messages_delivered, stats.messages_acked
+    );
+    println!(
+        "   jobs acquired                         {}",
+        stats.jobs_acquired
+    );
+    println!("   spans received                        {printed_spans}");
+    println!(
+        "   sessions created/deleted              {}/{}",
+        stats.sessions_created, stats.sessions_deleted
+    );
+    println!(
+        "   listener exit after SIGTERM           {exit} in {} ms",
+        term_sent.elapsed().as_millis()
+    );
+    let ok = !summary.timed_out && scaled_down && exit == "0" && stats.sessions_deleted >= 1;
+    println!(
+        "   result                                {}",
+        if ok {
+            "OK"
+        } else {
+            "PROBLEM (see listener.log)"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A plain HTTP/1.0 GET on loopback (the simulator has no HTTP client of its own).
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
