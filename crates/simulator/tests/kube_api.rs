@@ -18,6 +18,7 @@ const MERGE: &str = "application/merge-patch+json";
 async fn start(controller: bool) -> (FakeKubeApi, reqwest::Client) {
     let fake = FakeKubeApi::builder()
         .namespace(NS)
+        .service_account_namespace("arc-systems")
         .service_account("my-set-listener")
         .allowed_set_name(SET)
         .with_runner_controller(controller)
@@ -113,7 +114,7 @@ async fn only_the_listener_role_is_granted() {
     let (fake, client) = start(false).await;
     fake.put_ephemeral_runner_set(NS, SET, 1);
     fake.put_ephemeral_runner_set(NS, "other", 1);
-    let user = format!("system:serviceaccount:{NS}:my-set-listener");
+    let user = "system:serviceaccount:arc-systems:my-set-listener";
     let g = "actions.github.com";
     let base = format!("/apis/{g}/v1alpha1/namespaces/{NS}");
     use reqwest::Method as M;

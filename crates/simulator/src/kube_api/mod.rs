@@ -160,6 +160,7 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     namespace: String,
+    service_account_namespace: String,
     service_account: String,
     token: String,
 }
@@ -176,7 +177,7 @@ impl Shared {
     fn user(&self) -> String {
         format!(
             "system:serviceaccount:{}:{}",
-            self.namespace, self.service_account
+            self.service_account_namespace, self.service_account
         )
     }
 }
@@ -185,6 +186,7 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct FakeKubeApiBuilder {
     namespace: String,
+    service_account_namespace: Option<String>,
     service_account: String,
     allowed_set_name: Option<String>,
     runner_controller: bool,
@@ -194,6 +196,7 @@ impl Default for FakeKubeApiBuilder {
     fn default() -> Self {
         Self {
             namespace: "arc-runners".to_owned(),
+            service_account_namespace: None,
             service_account: "arc-runner-set-listener".to_owned(),
             allowed_set_name: None,
             runner_controller: false,
@@ -202,7 +205,14 @@ impl Default for FakeKubeApiBuilder {
 }
 
 impl FakeKubeApiBuilder {
-    /// The namespace the listener Role is bound in (default `arc-runners`).
+    /// The namespace of the ServiceAccount (ARC runs listeners in the controller's
+    /// namespace); defaults to the Role's namespace.
+    pub fn service_account_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.service_account_namespace = Some(namespace.into());
+        self
+    }
+
+    /// The namespace of the sets and runners, where the listener Role is (default `arc-runners`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -246,6 +256,9 @@ impl FakeKubeApiBuilder {
             }),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            service_account_namespace: self
+                .service_account_namespace
+                .unwrap_or_else(|| self.namespace.clone()),
             namespace: self.namespace,
             service_account: self.service_account,
             token,
