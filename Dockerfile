@@ -56,6 +56,8 @@ LABEL org.opencontainers.image.title="ghalistener" \
 
 COPY --from=build --chown=0:0 /out/ghalistener /ghalistener
 
+# Explicit, so the root store does not depend on probing well-known paths.
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 # Numeric uid so Kubernetes can verify runAsNonRoot without a passwd lookup.
 USER 65532:65532
 # ARC sets LISTENER_CONFIG_PATH and mounts config.json; metrics default to :8080 when the

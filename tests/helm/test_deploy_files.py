@@ -26,7 +26,13 @@ GAUGES = {
 }
 COUNTERS = {"gha_started_jobs_total", "gha_completed_jobs_total"}
 HISTOGRAMS = {"gha_job_startup_duration_seconds", "gha_job_execution_duration_seconds"}
-KNOWN = GAUGES | COUNTERS | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+# The Rust listener's own operational metrics (docs/metrics.md, "Listener metrics").
+LISTENER = {
+    "gha_listener_metric_series_evicted_total", "gha_listener_spans_exported_total",
+    "gha_listener_spans_export_failed_total", "gha_listener_spans_dropped_total",
+    "gha_listener_spans_pending",
+}
+KNOWN = GAUGES | COUNTERS | LISTENER | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 METRIC = re.compile(r"\bgha_[a-z_]+")
 
 
