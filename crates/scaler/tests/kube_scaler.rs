@@ -559,3 +559,19 @@ async fn child_from_environment() {
         2
     );
 }
+
+#[tokio::test]
+async fn unreachable_api_server_is_transient() {
+    let fake = fake().await;
+    let scaler = scaler(&fake, SET, 0, 10).await;
+    drop(fake);
+    let err = scaler
+        .handle_desired_runner_count(1, false)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient() && !err.is_configuration(), "{err:?}");
+    assert_eq!(scaler.retries(), 3);
+    // Runner patches against a dead server return normally too.
+    scaler.handle_jobs_started(vec![job("runner-a", 1)]).await;
+    assert_eq!(scaler.retries(), 6);
+}

@@ -695,6 +695,7 @@ async fn handle(
 
     let response = match fault {
         Some(FaultAction::DropConnection) => {
+            tracing::debug!(method = %parts.method, path = %path, "fake kube API: dropping connection (injected)");
             shared.lock().requests.push(record(0));
             return Err(DropConnection);
         }
@@ -717,6 +718,12 @@ async fn handle(
             &body,
         ),
     };
+    tracing::debug!(
+        method = %parts.method,
+        path = %path,
+        status = response.status().as_u16(),
+        "fake kube API request"
+    );
     shared
         .lock()
         .requests
