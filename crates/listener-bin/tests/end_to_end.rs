@@ -1,4 +1,5 @@
 //! The real `ghalistener` binary against the simulator's fakes, through a kubeconfig.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
 use std::net::SocketAddr;
 use std::path::Path;

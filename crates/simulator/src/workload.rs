@@ -293,12 +293,13 @@ pub async fn run_workload(
         for id in finished {
             if let Some((runner, _)) = running.remove(&id) {
                 job_counter += 1;
-                let result = if options.fail_every > 0 && job_counter % options.fail_every == 0 {
-                    summary.failed += 1;
-                    "failed"
-                } else {
-                    "succeeded"
-                };
+                let result =
+                    if options.fail_every > 0 && job_counter.is_multiple_of(options.fail_every) {
+                        summary.failed += 1;
+                        "failed"
+                    } else {
+                        "succeeded"
+                    };
                 env.actions.complete_job(id, result);
                 busy_runners.remove(&runner);
                 if env.options.runner_controller {
