@@ -20,6 +20,9 @@ use crate::secret::SecretString;
 pub(crate) const API_VERSION: &str = "6.0-preview";
 /// Refresh tokens when less than this remains (the anchor's margin).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// Largest response body read; a broken or hostile server cannot make us buffer more.
+/// Queue messages hold at most 50 job messages, a few hundred KiB.
+pub const MAX_RESPONSE_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Used when the admin token's `exp` cannot be read: refresh early rather than never.
 const UNKNOWN_EXPIRY_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
@@ -285,7 +288,9 @@ impl ActionsClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, SystemTime::now()))
                 }
-                Err(Error::Transport { tls: true, .. }) => return outcome,
+                Err(Error::Transport { tls: true, .. } | Error::InvalidResponse { .. }) => {
+                    return outcome;
+                }
                 Err(_) if attempt >= policy.max_retries => return outcome,
                 Err(_) => None,
             };
@@ -340,10 +345,31 @@ impl ActionsClient {
                 reason: error_chain(&e),
             }
         };
-        let resp = builder.send().await.map_err(transport)?;
+        let mut resp = builder.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?;
+        let too_large = || Error::InvalidResponse {
+            method: req.method.to_string(),
+            url: redact_url(&req.url),
+            reason: format!(
+                "HTTP {status}: response body exceeds the limit of {MAX_RESPONSE_BODY_BYTES} bytes"
+            ),
+        };
+        if resp
+            .content_length()
+            .is_some_and(|len| len > MAX_RESPONSE_BODY_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        // Read incrementally so the limit holds for chunked bodies too.
+        let mut buffer = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if buffer.len() + chunk.len() > MAX_RESPONSE_BODY_BYTES {
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        let body = Bytes::from(buffer);
         let body = match body.strip_prefix(b"\xef\xbb\xbf") {
             Some(rest) => body.slice(body.len() - rest.len()..),
             None => body,
@@ -659,6 +685,90 @@ mod tests {
             u.as_str(),
             "https://p.example/t/_apis/a?x=1&api-version=7.0"
         );
+    }
+
+    /// A server that answers every request with 200 and a body of `declared` bytes
+    /// (`None`: chunked, endless). Counts connections.
+    async fn huge_body_server(
+        declared: Option<u64>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let head = match declared {
+                        Some(len) => format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n"),
+                        None => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
+                    };
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mb = vec![b'x'; 1 << 20];
+                    loop {
+                        let frame = match declared {
+                            Some(_) => mb.clone(),
+                            None => [
+                                format!("{:x}\r\n", mb.len()).into_bytes(),
+                                mb.clone(),
+                                b"\r\n".to_vec(),
+                            ]
+                            .concat(),
+                        };
+                        if socket.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/huge"), connections)
+    }
+
+    #[tokio::test]
+    async fn oversized_response_bodies_are_refused_not_buffered_or_retried() {
+        let client = ActionsClient::new(
+            "https://github.com/my-org",
+            Credentials::Token(SecretString::new("ghp_test".to_owned())),
+            ClientOptions {
+                proxy: Some(ProxyConfig::default()),
+                force_ghes: Some(false),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        for declared in [None, Some(1u64 << 30)] {
+            let (url, connections) = huge_body_server(declared).await;
+            let req = Request {
+                method: Method::GET,
+                url: Url::parse(&url).unwrap(),
+                authorization: None,
+                headers: Vec::new(),
+                body: None,
+                timeout: Duration::from_secs(30),
+                retry_auth_failures: false,
+            };
+            let err = match client.execute(&req).await {
+                Ok(resp) => panic!("{declared:?}: read a body of {} bytes", resp.body.len()),
+                Err(e) => e,
+            };
+            let text = err.to_string();
+            assert!(
+                matches!(err, Error::InvalidResponse { .. }) && text.contains("16777216 bytes"),
+                "{declared:?}: {text}"
+            );
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "retried"
+            );
+        }
     }
 
     #[test]

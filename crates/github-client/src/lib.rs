@@ -20,7 +20,7 @@ mod secret;
 mod session;
 
 pub use auth::{Credentials, jwt_expiry};
-pub use client::{ActionsClient, ClientOptions, default_user_agent};
+pub use client::{ActionsClient, ClientOptions, MAX_RESPONSE_BODY_BYTES, default_user_agent};
 pub use config_url::{ConfigUrlError, FORCE_GHES_ENV, GitHubConfigUrl, Scope, force_ghes_from_env};
 pub use error::{ApiError, Error};
 pub use messages::{
