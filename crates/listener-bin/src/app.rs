@@ -25,6 +25,10 @@ pub const OTEL_INSECURE_ENV: &str = "OTEL_EXPORTER_OTLP_INSECURE";
 
 /// Readiness turns false when no poll finished for this long (the long poll holds ~50 s).
 const STALE_AFTER: Duration = Duration::from_secs(120);
+/// Overrides of the long-poll timeout (default 70 s) and of the readiness staleness
+/// (default 120 s), in whole seconds; for fault-injection suites and unusual networks.
+pub const LONG_POLL_TIMEOUT_ENV: &str = "GHALISTENER_LONG_POLL_TIMEOUT_SECS";
+pub const READINESS_STALE_AFTER_ENV: &str = "GHALISTENER_READINESS_STALE_AFTER_SECS";
 /// Bounds on the shutdown steps, well inside ARC's 60 s grace period.
 const SESSION_DELETE_TIMEOUT: Duration = Duration::from_secs(3);
 const SPAN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,6 +57,59 @@ fn env_map() -> HashMap<String, String> {
     std::env::vars().collect()
 }
 
+/// A positive whole number of seconds from `key`, if set.
+fn env_secs(env: &HashMap<String, String>, key: &str) -> anyhow::Result<Option<Duration>> {
+    let Some(raw) = env.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match raw.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
+        _ => Err(anyhow!(
+            "environment variable `{key}`: {raw:?} is not a positive whole number of seconds"
+        )),
+    }
+}
+
+/// Retries done inside the GitHub client and the scaler, mirrored onto `/metrics`.
+struct RetryCounters {
+    github: prometheus::IntCounter,
+    kubernetes: prometheus::IntCounter,
+}
+
+impl RetryCounters {
+    fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let counter =
+            |name: &str, help: &str| -> Result<prometheus::IntCounter, prometheus::Error> {
+                let c = prometheus::IntCounter::new(name, help)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        Ok(Self {
+            github: counter(
+                "gha_listener_github_retries_total",
+                "GitHub and Actions service requests retried (transport errors, timeouts, 429, 5xx).",
+            )?,
+            kubernetes: counter(
+                "gha_listener_kubernetes_retries_total",
+                "Kubernetes API patches retried (transport errors, timeouts, 409, 429, 5xx).",
+            )?,
+        })
+    }
+
+    /// Raise the counters to the sources' monotonic totals.
+    fn sync(&self, github_total: u64, kubernetes_total: u64) {
+        for (counter, total) in [
+            (&self.github, github_total),
+            (&self.kubernetes, kubernetes_total),
+        ] {
+            let behind = total.saturating_sub(counter.get());
+            if behind > 0 {
+                counter.inc_by(behind);
+            }
+        }
+    }
+}
+
 fn env_flag(env: &HashMap<String, String>, key: &str) -> Option<bool> {
     env.get(key)
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
@@ -71,8 +128,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         repository: config_url.repository().to_owned(),
     };
 
+    let long_poll_timeout = env_secs(&env, LONG_POLL_TIMEOUT_ENV)?;
+    let stale_after = env_secs(&env, READINESS_STALE_AFTER_ENV)?.unwrap_or(STALE_AFTER);
+
     let registry = prometheus::Registry::new();
     let loop_metrics = LoopMetrics::register(&registry).context("registering listener metrics")?;
+    let retry_counters =
+        RetryCounters::register(&registry).context("registering listener metrics")?;
     let readiness = Readiness::new();
     let mut composite = CompositeRecorder::default();
 
@@ -141,6 +203,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &labels,
         recorder,
         loop_metrics,
+        &retry_counters,
+        SessionTimeouts {
+            long_poll: long_poll_timeout,
+            stale_after,
+        },
         &readiness,
         &shutdown,
     )
@@ -156,11 +223,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     result
 }
 
+/// Timeouts the environment may override.
+struct SessionTimeouts {
+    long_poll: Option<Duration>,
+    stale_after: Duration,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_session(
     config: &Config,
     labels: &ScaleSetLabels,
     recorder: Arc<dyn Recorder>,
     loop_metrics: LoopMetrics,
+    retry_counters: &RetryCounters,
+    timeouts: SessionTimeouts,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -176,10 +252,17 @@ async fn run_session(
             private_key: SecretString::new(private_key),
         },
     };
-    let options = ClientOptions {
+    let mut options = ClientOptions {
         root_ca_pem: Some(config.server_root_ca.clone()).filter(|s| !s.trim().is_empty()),
         ..ClientOptions::default()
     };
+    if let Some(timeout) = timeouts.long_poll {
+        tracing::info!(
+            timeout_s = timeout.as_secs(),
+            "long-poll timeout overridden"
+        );
+        options.long_poll_timeout = timeout;
+    }
     let client = ActionsClient::new(&config.configure_url, credentials, options)
         .map_err(|e| anyhow!("GitHub client: {e}"))?;
 
@@ -218,12 +301,8 @@ async fn run_session(
         }
     };
 
+    let client = source.client().clone();
     let health = LoopHealth::default();
-    let watchdog = tokio::spawn(mirror_health(
-        health.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
     let listener = Listener::new(
         source,
         scaler,
@@ -233,10 +312,16 @@ async fn run_session(
             ..LoopSettings::default()
         },
         loop_metrics,
-        health,
+        health.clone(),
     );
-    let result = listener.run(shutdown.clone()).await;
-    watchdog.abort();
+    // The watchdog never returns: the loop's end ends the select.
+    let result = tokio::select! {
+        result = listener.run(shutdown.clone()) => result,
+        never = watchdog(&health, readiness, timeouts.stale_after, || {
+            retry_counters.sync(client.metrics().retries(), listener.scaler().retries());
+        }) => match never {},
+    };
+    retry_counters.sync(client.metrics().retries(), listener.scaler().retries());
     readiness.set_ready(false);
 
     // Delete the session in every case, so the next listener does not meet a 409.
@@ -248,12 +333,17 @@ async fn run_session(
     result.map_err(|e| anyhow!("{e}"))
 }
 
-async fn mirror_health(health: LoopHealth, readiness: Readiness, shutdown: CancellationToken) {
+/// Every second: readiness from the loop's health, and the retry counters.
+async fn watchdog(
+    health: &LoopHealth,
+    readiness: &Readiness,
+    stale_after: Duration,
+    sync_counters: impl Fn(),
+) -> std::convert::Infallible {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => readiness.set_ready(health.is_ready(STALE_AFTER)),
-        }
+        tick.tick().await;
+        readiness.set_ready(health.is_ready(stale_after));
+        sync_counters();
     }
 }

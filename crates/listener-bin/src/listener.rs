@@ -128,6 +128,10 @@ pub struct LoopSettings {
     /// First wait after a failed poll or scale; doubles up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// After shutdown, how long the work in hand (a message's ack, acquire and patches, or
+    /// a scale retried by the scaler) may still run before it is abandoned; an unacked
+    /// message is redelivered to the next listener. Keeps exit well inside the 5 s budget.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for LoopSettings {
@@ -136,6 +140,7 @@ impl Default for LoopSettings {
             max_runners: i32::MAX,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
         }
     }
 }
@@ -222,6 +227,10 @@ where
         &self.source
     }
 
+    pub fn scaler(&self) -> &S {
+        &self.scaler
+    }
+
     /// Run until `shutdown` is cancelled (returns `Ok`) or a fatal error. The message in
     /// hand when shutdown arrives is finished; the long poll is abandoned. The session is
     /// not closed here: the caller closes it, also after a fatal error.
@@ -272,9 +281,24 @@ where
                         assigned_jobs = statistics.total_assigned_jobs;
                     }
                     last_message_id = message.message_id;
-                    // Not cancelled by shutdown: the message in hand is finished.
-                    self.handle_message(&message, assigned_jobs, &shutdown)
-                        .await?;
+                    // Shutdown does not cancel the message in hand at once: it gets
+                    // `shutdown_grace` to finish (retries inside can take much longer).
+                    let handled = finish_within_grace(
+                        self.handle_message(&message, assigned_jobs, &shutdown),
+                        &shutdown,
+                        self.settings.shutdown_grace,
+                    )
+                    .await;
+                    match handled {
+                        Some(result) => result?,
+                        None => {
+                            tracing::warn!(
+                                message_id = message.message_id,
+                                "shutdown: abandoning the message in hand; it will be redelivered"
+                            );
+                            return Ok(());
+                        }
+                    }
                 }
                 Err(SourceError::Poison { message_id, reason }) => {
                     self.health.progress();
@@ -346,11 +370,20 @@ where
     ) -> Result<Option<i32>, ListenerError> {
         let mut backoff = self.settings.initial_backoff;
         loop {
-            match self
-                .scaler
-                .handle_desired_runner_count(count, jobs_changed)
-                .await
-            {
+            let attempt = finish_within_grace(
+                self.scaler.handle_desired_runner_count(count, jobs_changed),
+                shutdown,
+                self.settings.shutdown_grace,
+            )
+            .await;
+            let Some(attempt) = attempt else {
+                tracing::warn!(
+                    count,
+                    "shutdown: abandoning a scale patch still being retried"
+                );
+                return Ok(None);
+            };
+            match attempt {
                 Ok(target) => return Ok(Some(target)),
                 Err(e) if e.is_configuration_error() => {
                     return Err(ListenerError::Scale(e.to_string()));
@@ -399,6 +432,21 @@ where
 }
 
 /// Sleep, or return `true` at once when shutdown arrives first.
+/// Run `work` to completion, unless `shutdown` fires: then it gets `grace` more before it
+/// is dropped (`None`).
+async fn finish_within_grace<F: std::future::Future>(
+    work: F,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        output = &mut work => Some(output),
+        _ = shutdown.cancelled() => tokio::time::timeout(grace, work).await.ok(),
+    }
+}
+
 async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
@@ -590,6 +638,7 @@ mod tests {
             max_runners: 10,
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(4),
+            shutdown_grace: Duration::from_millis(200),
         }
     }
 
@@ -703,6 +752,47 @@ mod tests {
         scaler.failures.lock().unwrap().push_back(true);
         let (result, _, _) = run_script(4, vec![], scaler).await;
         assert!(matches!(result, Err(ListenerError::Scale(_))));
+    }
+
+    /// A scale that never finishes (a scaler deep in retries) must not hold up shutdown.
+    #[tokio::test]
+    async fn shutdown_abandons_work_in_hand_after_the_grace_period() {
+        struct HangingScaler;
+        impl Scaler for HangingScaler {
+            type Error = FakeScaleError;
+            async fn handle_desired_runner_count(
+                &self,
+                count: i64,
+                _: bool,
+            ) -> Result<i32, FakeScaleError> {
+                if count == 5 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok(count as i32)
+            }
+            async fn handle_jobs_started(&self, _: Vec<RunnerJobStatus>) {}
+        }
+        let shutdown = CancellationToken::new();
+        let listener = Listener::new(
+            ScriptedSource::new(0, vec![message(1, 5, vec![])], CancellationToken::new()),
+            HangingScaler,
+            Arc::new(CountingRecorder::default()),
+            settings(),
+            LoopMetrics::unregistered(),
+            LoopHealth::default(),
+        );
+        let cancel = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cancel.cancel();
+        });
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(20), listener.run(shutdown))
+            .await
+            .expect("the loop ended although its scale hung")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(*listener.source.acked.lock().unwrap(), vec![1]);
     }
 
     #[tokio::test]
