@@ -24,7 +24,7 @@ test:
 
 ## Deployment suites with real programs: Helm's engine, Prometheus, an OTLP collector.
 e2e:
-	bash .ci/deploy-tests.sh
+	bash .ci/deploy-tests.sh all
 
 lint: fmt clippy
 
