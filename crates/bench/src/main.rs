@@ -1,0 +1,517 @@
+//! `make bench`: how fast, small and frugal `ghalistener` is, measured on the simulator.
+//!
+//! Figures (each the median of repeated runs, with min and max):
+//! 1. scale-up latency with latency injected on every call, in process: the real
+//!    `Listener` against a sequential handler in the anchor's order, same client code;
+//! 2. throughput and CPU per job of the release binary over a burst of jobs;
+//! 3. peak RSS idle and during the burst;
+//! 4. start-up: process start to the first scale patch;
+//! 5. telemetry overhead: figure 1 (a) on the binary and throughput, with the collector
+//!    healthy, stalled, absent, and no endpoint;
+//! 6. size of the stripped release binary.
+//!
+//! No figure is asserted: the bench prints a table, writes JSON (and, in a full run, the
+//! results section of `docs/benchmarks.md`), and fails only when it cannot run.
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod latency;
+mod machine;
+mod process;
+mod procfs;
+mod report;
+mod stats;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::latency::{Handler, InProcess, MessageShape};
+use crate::process::CollectorState;
+use crate::report::{
+    BinarySize, BurstRow, LatencyRow, Results, Settings, StartupRow, TelemetryRow,
+};
+use crate::stats::Summary;
+
+const USAGE: &str = "\
+usage: bench [options]      (make bench, or cargo run --release -p bench -- [options])
+  --quick                1 repetition, N = 1 and 10, 1,000-job bursts; writes no docs (CI)
+  --reps N               repetitions of every figure (default 5)
+  --latency-ms L         latency injected on every call for figures 1 and 5a (default 20)
+  --ns 1,10,50           message sizes N for figure 1
+  --jobs N               jobs in the throughput / memory burst (default 10000)
+  --telemetry-jobs N     jobs in each burst of figure 5 (default 5000)
+  --only 1,2,3,4,5,6     run only these figures
+  --skip-build           use the existing release binary
+  --json PATH            where to write the JSON results
+  --no-docs              do not rewrite docs/benchmarks.json and docs/benchmarks.md
+";
+
+#[derive(Debug, Clone)]
+struct Args {
+    quick: bool,
+    reps: usize,
+    latency: Duration,
+    ns: Vec<usize>,
+    jobs: usize,
+    telemetry_jobs: usize,
+    only: BTreeSet<u8>,
+    skip_build: bool,
+    json: Option<PathBuf>,
+    docs: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let quick = raw.iter().any(|a| a == "--quick");
+    let mut args = Args {
+        quick,
+        reps: if quick { 1 } else { 5 },
+        latency: Duration::from_millis(20),
+        ns: if quick { vec![1, 10] } else { vec![1, 10, 50] },
+        jobs: if quick { 1_000 } else { 10_000 },
+        telemetry_jobs: if quick { 500 } else { 5_000 },
+        only: (1..=6).collect(),
+        skip_build: false,
+        json: None,
+        docs: !quick,
+    };
+    let mut it = raw.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => {}
+            "--reps" => args.reps = value("--reps")?.parse().context("--reps")?,
+            "--latency-ms" => {
+                args.latency =
+                    Duration::from_millis(value("--latency-ms")?.parse().context("--latency-ms")?)
+            }
+            "--ns" => {
+                args.ns = value("--ns")?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .context("--ns")?
+            }
+            "--jobs" => args.jobs = value("--jobs")?.parse().context("--jobs")?,
+            "--telemetry-jobs" => {
+                args.telemetry_jobs = value("--telemetry-jobs")?
+                    .parse()
+                    .context("--telemetry-jobs")?
+            }
+            "--only" => {
+                args.only = value("--only")?
+                    .split(',')
+                    .map(|n| n.trim().parse::<u8>())
+                    .collect::<Result<_, _>>()
+                    .context("--only")?
+            }
+            "--skip-build" => args.skip_build = true,
+            "--json" => args.json = Some(PathBuf::from(value("--json")?)),
+            "--no-docs" => args.docs = false,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    if args.reps == 0 || args.jobs == 0 || args.telemetry_jobs == 0 {
+        bail!("--reps, --jobs and --telemetry-jobs must be at least 1");
+    }
+    if args.ns.iter().any(|&n| n == 0 || n > 50) {
+        bail!("--ns: message sizes must be 1..=50");
+    }
+    Ok(args)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// `cargo build --release -p listener-bin`, then the binary next to this one.
+fn build_listener(skip: bool) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let dir = exe.parent().context("bench binary directory")?;
+    let binary = dir.join("ghalistener");
+    if !skip {
+        eprintln!("bench: cargo build --release -p listener-bin");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--release", "-p", "listener-bin"])
+            .current_dir(workspace_root())
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("cargo build --release -p listener-bin failed");
+        }
+    }
+    if !binary.is_file() {
+        bail!(
+            "{} not found; build it or drop --skip-build",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn summary(samples: &[f64]) -> anyhow::Result<Summary> {
+    Summary::of(samples).context("no sample")
+}
+
+/// Measure one message, again when a stray empty poll overlapped it.
+async fn measure(
+    env: &simulator::workload::Environment,
+    shape: MessageShape,
+    next_id: &mut i64,
+    latency: Duration,
+) -> anyhow::Result<latency::Sample> {
+    for _ in 0..3 {
+        *next_id += 1_000;
+        if let Some(sample) = latency::measure_message(env, shape, *next_id, latency).await? {
+            return Ok(sample);
+        }
+    }
+    bail!("three measurements in a row overlapped an empty poll")
+}
+
+fn statuses(samples: &[latency::Sample]) -> String {
+    let mut all: Vec<u16> = samples
+        .iter()
+        .flat_map(|s| s.runner_patch_statuses.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+async fn figure_1(args: &Args, dir: &Path) -> anyhow::Result<Vec<LatencyRow>> {
+    let handlers = [
+        Handler::Listener {
+            runner_patch_concurrency: scaler::ScalerConfig::DEFAULT_RUNNER_PATCH_CONCURRENCY,
+        },
+        Handler::Listener {
+            runner_patch_concurrency: 50,
+        },
+        Handler::AnchorOrder,
+    ];
+    let max_n = args.ns.iter().copied().max().unwrap_or(1);
+    let mut setups = Vec::new();
+    for (i, handler) in handlers.iter().enumerate() {
+        let collector = process::Collector::start(CollectorState::Off).await?;
+        let env = process::environment(
+            &dir.join(format!("fig1-{i}")),
+            &collector,
+            200,
+            Duration::from_secs(60),
+        )
+        .await?;
+        latency::create_runners(&env.kube, max_n);
+        let running = InProcess::start(&env, *handler, 200).await?;
+        env.actions.set_latency(args.latency);
+        env.kube.set_latency(args.latency);
+        setups.push((*handler, env, running, Vec::new(), collector));
+    }
+    let mut next_id = 10_000_000;
+    let mut rows = Vec::new();
+    for &n in &args.ns {
+        let shape = MessageShape {
+            available: n,
+            started: n,
+            completed: 0,
+        };
+        for (_, env, _, outstanding, _) in setups.iter_mut() {
+            latency::settle_assigned(env, n, outstanding).await?;
+            // Warm-up: connections to both fakes for every concurrent request.
+            measure(env, shape, &mut next_id, args.latency).await?;
+        }
+        let mut samples: Vec<Vec<latency::Sample>> = vec![Vec::new(); setups.len()];
+        for _ in 0..args.reps {
+            for (i, (_, env, _, _, _)) in setups.iter().enumerate() {
+                samples[i].push(measure(env, shape, &mut next_id, args.latency).await?);
+            }
+        }
+        for (i, (handler, _, _, _, _)) in setups.iter().enumerate() {
+            let s = &samples[i];
+            let scale: Vec<f64> = s.iter().map(|x| ms(x.scale)).collect();
+            let done: Vec<f64> = s.iter().map(|x| ms(x.done)).collect();
+            let row = LatencyRow {
+                handler: handler.label(),
+                n,
+                scale_ms: summary(&scale)?,
+                done_ms: summary(&done)?,
+                runner_patch_statuses: statuses(s),
+            };
+            eprintln!(
+                "bench: fig 1 N={n} {}: scale {:.1} ms, done {:.1} ms",
+                row.handler, row.scale_ms.median, row.done_ms.median
+            );
+            rows.push(row);
+        }
+    }
+    for (_, env, running, _, _) in setups {
+        env.actions.set_latency(Duration::ZERO);
+        env.kube.set_latency(Duration::ZERO);
+        running.stop().await?;
+    }
+    Ok(rows)
+}
+
+async fn figures_3_4(
+    args: &Args,
+    binary: &Path,
+    dir: &Path,
+    ticks: u64,
+) -> anyhow::Result<StartupRow> {
+    let idle_for = if args.quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
+    };
+    let mut startup = Vec::new();
+    let mut idle_rss = Vec::new();
+    let mut idle_peak = Vec::new();
+    for rep in 0..args.reps {
+        let s =
+            process::startup(binary, &dir.join(format!("startup-{rep}")), idle_for, ticks).await?;
+        startup.push(ms(s.to_first_scale_patch));
+        idle_rss.push(mib(s.idle.rss));
+        idle_peak.push(mib(s.idle.peak_rss));
+    }
+    let row = StartupRow {
+        startup_ms: summary(&startup)?,
+        idle_rss_mib: summary(&idle_rss)?,
+        idle_peak_rss_mib: summary(&idle_peak)?,
+        idle_after_s: idle_for.as_secs_f64(),
+    };
+    eprintln!(
+        "bench: fig 4 start-up {:.1} ms; fig 3 idle RSS {:.2} MiB (peak {:.2})",
+        row.startup_ms.median, row.idle_rss_mib.median, row.idle_peak_rss_mib.median
+    );
+    Ok(row)
+}
+
+async fn bursts(
+    args: &Args,
+    binary: &Path,
+    dir: &Path,
+    jobs: usize,
+    state: CollectorState,
+    ticks: u64,
+) -> anyhow::Result<BurstRow> {
+    let mut samples = Vec::new();
+    for rep in 0..args.reps {
+        let dir = dir.join(format!("burst-{state:?}-{rep}"));
+        samples.push(process::burst(binary, &dir, jobs, state, ticks).await?);
+    }
+    let f = |g: &dyn Fn(&process::BurstSample) -> f64| -> anyhow::Result<Summary> {
+        summary(&samples.iter().map(g).collect::<Vec<_>>())
+    };
+    let row = BurstRow {
+        collector: state.label().into(),
+        jobs,
+        messages: samples.first().map_or(0, |s| s.messages),
+        jobs_per_s: f(&|s| s.jobs_per_second())?,
+        messages_per_s: f(&|s| s.messages_per_second())?,
+        cpu_us_per_job: f(&|s| s.cpu_micros_per_job())?,
+        wall_s: f(&|s| s.elapsed.as_secs_f64())?,
+        peak_rss_mib: f(&|s| mib(s.peak_rss))?,
+        rss_before_mib: f(&|s| mib(s.idle_before.rss))?,
+        spans_received: samples.first().and_then(|s| s.spans_received),
+    };
+    eprintln!(
+        "bench: burst of {jobs} jobs, {}: {:.0} jobs/s, {:.0} msg/s, {:.1} us CPU/job, peak RSS {:.2} MiB",
+        row.collector,
+        row.jobs_per_s.median,
+        row.messages_per_s.median,
+        row.cpu_us_per_job.median,
+        row.peak_rss_mib.median
+    );
+    Ok(row)
+}
+
+async fn figure_5a(
+    args: &Args,
+    binary: &Path,
+    dir: &Path,
+) -> anyhow::Result<Vec<(CollectorState, Summary, Summary)>> {
+    let n = args.ns.iter().copied().max().unwrap_or(1);
+    let shape = MessageShape {
+        available: n,
+        started: n,
+        completed: n,
+    };
+    let mut targets = Vec::new();
+    for state in CollectorState::ALL {
+        let target =
+            process::LatencyTarget::start(binary, &dir.join(format!("fig5a-{state:?}")), state, n)
+                .await?;
+        target.env.actions.set_latency(args.latency);
+        target.env.kube.set_latency(args.latency);
+        targets.push((state, target, Vec::new()));
+    }
+    let mut next_id = 20_000_000;
+    for (_, target, outstanding) in targets.iter_mut() {
+        latency::settle_assigned(&target.env, n, outstanding).await?;
+        measure(&target.env, shape, &mut next_id, args.latency).await?;
+    }
+    let mut samples: Vec<Vec<latency::Sample>> = vec![Vec::new(); targets.len()];
+    for _ in 0..args.reps {
+        for (i, (_, target, _)) in targets.iter_mut().enumerate() {
+            target.listener.check_alive()?;
+            samples[i].push(measure(&target.env, shape, &mut next_id, args.latency).await?);
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, (state, target, _)) in targets.into_iter().enumerate() {
+        let scale: Vec<f64> = samples[i].iter().map(|x| ms(x.scale)).collect();
+        let done: Vec<f64> = samples[i].iter().map(|x| ms(x.done)).collect();
+        rows.push((state, summary(&scale)?, summary(&done)?));
+        target.env.actions.set_latency(Duration::ZERO);
+        target.env.kube.set_latency(Duration::ZERO);
+        target.listener.stop().await?;
+    }
+    Ok(rows)
+}
+
+fn binary_size(binary: &Path) -> anyhow::Result<BinarySize> {
+    let bytes = std::fs::metadata(binary)?.len();
+    // The release profile strips; `file` confirms it when present.
+    let described = std::process::Command::new("file")
+        .arg("-b")
+        .arg(binary)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    Ok(BinarySize {
+        bytes,
+        mib: mib(bytes),
+        stripped: described.is_empty() || described.contains(", stripped"),
+        file: described,
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<Results> {
+    let started = Instant::now();
+    let load_at_start = machine::load_average();
+    let binary = build_listener(args.skip_build)?;
+    let ticks = procfs::clock_ticks();
+    let scratch = tempfile::Builder::new()
+        .prefix("ghalistener-bench")
+        .tempdir()?;
+    let dir = scratch.path();
+    let mut results = Results::new(
+        if args.quick { "quick" } else { "full" },
+        Settings {
+            reps: args.reps,
+            latency_ms: ms(args.latency),
+            ns: args.ns.clone(),
+            jobs: args.jobs,
+            telemetry_jobs: args.telemetry_jobs,
+        },
+    );
+    if args.only.contains(&6) {
+        results.binary = Some(binary_size(&binary)?);
+    }
+    if args.only.contains(&1) {
+        results.latency = figure_1(&args, dir).await?;
+    }
+    if args.only.contains(&3) || args.only.contains(&4) {
+        results.startup = Some(figures_3_4(&args, &binary, dir, ticks).await?);
+    }
+    if args.only.contains(&2) || args.only.contains(&3) {
+        results.burst = Some(
+            bursts(
+                &args,
+                &binary,
+                dir,
+                args.jobs,
+                CollectorState::Healthy,
+                ticks,
+            )
+            .await?,
+        );
+    }
+    if args.only.contains(&5) {
+        let latencies = figure_5a(&args, &binary, dir).await?;
+        for (state, scale_ms, done_ms) in latencies {
+            let burst = bursts(&args, &binary, dir, args.telemetry_jobs, state, ticks).await?;
+            results.telemetry.push(TelemetryRow {
+                collector: state.label().into(),
+                scale_ms,
+                done_ms,
+                burst,
+            });
+        }
+    }
+    results.finish(machine::Machine::describe(load_at_start), started.elapsed());
+    Ok(results)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let quick = args.quick;
+    let json = args.json.clone();
+    let docs = args.docs;
+    let results = match runtime.block_on(run(args)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: cannot run: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", report::table(&results));
+    let root = workspace_root();
+    let json_path = json.or_else(|| docs.then(|| root.join("docs/benchmarks.json")));
+    let written = (|| -> anyhow::Result<()> {
+        if let Some(path) = &json_path {
+            std::fs::write(path, serde_json::to_string_pretty(&results)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("bench: wrote {}", path.display());
+        }
+        if docs && !quick {
+            let md = root.join("docs/benchmarks.md");
+            report::update_markdown(&md, &results)?;
+            eprintln!("bench: updated {}", md.display());
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        eprintln!("bench: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
