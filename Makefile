@@ -26,6 +26,11 @@ test:
 e2e:
 	bash .ci/deploy-tests.sh all
 
+## Benchmarks on the simulator: prints a table, writes docs/benchmarks.json and the results
+## section of docs/benchmarks.md. BENCH_ARGS=--quick for a short smoke run (CI).
+bench:
+	$(CARGO) run --release -p bench -- $(BENCH_ARGS)
+
 lint: fmt clippy
 
 fmt:
