@@ -1,0 +1,1031 @@
+//! Reliability under injected faults (issue 8): the real `ghalistener` binary against the
+//! simulator's fakes, with faults injected on both sides.
+//!
+//! Quick scenarios run with `cargo test`. The long ones (real durations: a 90 s session
+//! conflict, a minute of 20% faults, collector outages under bursts of thousands of jobs)
+//! are `#[ignore]`d and run by `make chaos` (`.ci/chaos.sh`), concurrently. Every scenario
+//! prints its figures as one `FIGURES <name> <json>` line and, when `CHAOS_REPORT_DIR` is
+//! set, writes them to `<dir>/<name>.json`; `docs/reliability.md` reports them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use simulator::actions::{Endpoint, Fault};
+use simulator::kube_api::{FakeKubeApi, Fault as KubeFault, FaultAction};
+use simulator::otlp_sink::OtlpSink;
+use simulator::workload::{
+    Environment, EnvironmentOptions, NAMESPACE, SET_NAME, WorkloadOptions, run_workload,
+    wait_for_replicas,
+};
+use tokio::process::{Child, Command};
+
+const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
+
+// ---- harness -----------------------------------------------------------------------------
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A running listener process and where its output goes.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    metrics: Option<SocketAddr>,
+}
+
+impl Proc {
+    fn spawn(env: &Environment, extra_env: &[(&str, String)]) -> Proc {
+        let log = env.dir().join("listener.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(LISTENER);
+        command
+            .env("LISTENER_CONFIG_PATH", &env.config_path)
+            .env("KUBECONFIG", &env.kubeconfig_path)
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        Proc {
+            child: command.spawn().expect("spawn ghalistener"),
+            log,
+            metrics: env.options.metrics_addr,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Some(code)` once the process has exited.
+    fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Resident memory in KiB, from /proc.
+    fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then the exit code and how long the exit took.
+    async fn sigterm(&mut self) -> (Option<i32>, Duration) {
+        let pid = self.pid();
+        let sent = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("listener exits after SIGTERM")
+            .expect("wait");
+        (exit.code(), sent.elapsed())
+    }
+
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("listener did not exit; log:\n{}", self.output()))
+            .expect("wait")
+            .code()
+    }
+
+    async fn metrics(&self) -> String {
+        scrape(self.metrics.expect("metrics enabled"), "/metrics").await
+    }
+
+    async fn ready(&self) -> bool {
+        let r = scrape(self.metrics.expect("metrics enabled"), "/readyz").await;
+        r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200")
+    }
+}
+
+async fn scrape(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+}
+
+fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+async fn environment(dir: &Path, configure: impl FnOnce(&mut EnvironmentOptions)) -> Environment {
+    let mut options = EnvironmentOptions::new(dir);
+    options.long_poll_hold = Duration::from_secs(2);
+    options.metrics_addr = Some(free_addr());
+    configure(&mut options);
+    Environment::start(options).await.expect("environment")
+}
+
+fn is_set_patch(path: &str) -> bool {
+    path.ends_with(&format!("ephemeralrunnersets/{SET_NAME}"))
+}
+
+/// Listener up: session created, first scale patch sent.
+async fn wait_started(env: &Environment, proc: &Proc, timeout: Duration) {
+    let ok = wait_until(timeout, || {
+        env.actions.stats().sessions_created >= 1
+            && env.kube.requests().iter().any(|r| is_set_patch(&r.path))
+    })
+    .await;
+    assert!(ok, "listener did not start; log:\n{}", proc.output());
+}
+
+/// Figures of one scenario: printed, and written to `$CHAOS_REPORT_DIR/<name>.json`.
+fn report(name: &str, figures: Value) {
+    println!("FIGURES {name} {figures}");
+    if let Some(dir) = std::env::var_os("CHAOS_REPORT_DIR") {
+        let dir = PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(
+            dir.join(format!("{name}.json")),
+            serde_json::to_vec_pretty(&figures).unwrap_or_default(),
+        );
+    }
+}
+
+/// Message and job accounting from the Actions fake's counters.
+fn accounting(env: &Environment) -> Value {
+    let s = env.actions.stats();
+    json!({
+        "jobs_queued": s.jobs_queued,
+        "jobs_acquired": s.jobs_acquired,
+        "jobs_started": s.jobs_started,
+        "jobs_completed": s.jobs_completed,
+        "messages_delivered": s.messages_delivered,
+        "messages_redelivered": s.messages_redelivered,
+        "messages_acked": s.messages_acked,
+        "messages_lost": (s.messages_delivered - s.messages_redelivered).saturating_sub(s.messages_acked),
+        "faults_fired_actions": s.faults_fired,
+        "connections_dropped_actions": s.connections_dropped,
+        "unauthorized_401": s.unauthorized,
+        "session_refreshes": s.sessions_refreshed,
+        "registration_tokens_issued": s.registration_tokens_issued,
+        "runner_registrations": s.runner_registrations,
+    })
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+/// A tiny deterministic PRNG (xorshift64*): reproducible fault sequences, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (v >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick(&mut self, n: usize) -> usize {
+        ((self.next_f64() * n as f64) as usize).min(n - 1)
+    }
+}
+
+/// Queue `n` jobs and drive them to completion without a runner controller (synthetic
+/// runner names): start each once the listener acquired it, complete it at once.
+async fn burst(env: &Environment, n: usize, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    let ids = env.actions.queue_jobs(n);
+    let mut pending: Vec<i64> = ids;
+    while !pending.is_empty() && started.elapsed() < timeout {
+        pending.retain(|id| {
+            if env
+                .actions
+                .start_job(*id, &format!("{SET_NAME}-burst-{id}"))
+            {
+                env.actions.complete_job(*id, "succeeded");
+                false
+            } else {
+                true
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pending.is_empty(), "{} jobs never acquired", pending.len());
+    started.elapsed()
+}
+
+// ---- quick scenarios (cargo test) ----------------------------------------------------------
+
+/// Kubernetes 403 / 404 on the set: exit 1 with a message naming the set and the right;
+/// the session is deleted on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_forbidden_or_missing_exits_naming_the_set_and_the_right() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forbidden = environment(&dir.path().join("forbidden"), |_| {}).await;
+    forbidden.kube.allowed_set_name(Some("some-other-set"));
+    let missing = environment(&dir.path().join("missing"), |_| {}).await;
+    let mut config = missing.listener_config();
+    config["ephemeral_runner_set_name"] = json!("no-such-set");
+    missing.write_config(&config).expect("config");
+    missing.kube.allowed_set_name(None);
+
+    let mut figures = json!({});
+    for (name, env, expected) in [
+        (
+            "forbidden_403",
+            &forbidden,
+            vec![SET_NAME, "patch", "ephemeralrunnersets"],
+        ),
+        ("missing_404", &missing, vec!["no-such-set", "not found"]),
+    ] {
+        let started = Instant::now();
+        let mut proc = Proc::spawn(env, &[]);
+        let code = proc.wait_exit(Duration::from_secs(60)).await;
+        let output = proc.output();
+        assert_eq!(code, Some(1), "{name}: {output}");
+        let last = output
+            .lines()
+            .rev()
+            .find(|l| l.contains("Error:"))
+            .unwrap_or_default()
+            .to_owned();
+        for word in expected {
+            assert!(last.contains(word), "{name}: `{word}` not in {last:?}");
+        }
+        assert_eq!(
+            env.actions.stats().sessions_deleted,
+            1,
+            "{name}: session left"
+        );
+        figures[name] = json!({
+            "exit_code": code,
+            "exit_after_s": secs(started.elapsed()),
+            "message": last,
+        });
+    }
+    report("kube_set_forbidden_or_missing", figures);
+}
+
+/// A runner that is gone (404 on its status patch) is tolerated: jobs complete, scaling
+/// goes on, no exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_404_is_tolerated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = environment(dir.path(), |o| {
+        o.long_poll_hold = Duration::from_secs(1);
+        o.runner_controller = false;
+    })
+    .await;
+    let mut proc = Proc::spawn(&env, &[]);
+    wait_started(&env, &proc, Duration::from_secs(30)).await;
+    let workload = WorkloadOptions {
+        waves: vec![3, 3],
+        wave_interval: Duration::from_secs(1),
+        job_duration: Duration::from_millis(300),
+        fail_every: 0,
+        timeout: Duration::from_secs(60),
+    };
+    let summary = run_workload(&env, &workload, |_| {}).await;
+    assert!(!summary.timed_out, "{summary:?}\n{}", proc.output());
+    assert!(wait_for_replicas(&env, 0, Duration::from_secs(20)).await);
+    let not_found = env
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/status") && r.status == 404)
+        .count();
+    assert_eq!(not_found, 6, "one 404 per started job");
+    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
+    let (code, _) = proc.sigterm().await;
+    assert_eq!(code, Some(0));
+    report(
+        "kube_runner_404",
+        json!({"runner_404s": not_found, "jobs_completed": summary.completed, "exits": 0,
+               "accounting": accounting(&env)}),
+    );
+}
+
+/// SIGTERM in each phase: the session is deleted and the exit is 0 within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_every_phase_deletes_the_session_and_exits_zero_within_5s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (polling, handling, retrying_actions, retrying_kube) = tokio::join!(
+        sigterm_phase(dir.path(), "polling"),
+        sigterm_phase(dir.path(), "handling"),
+        sigterm_phase(dir.path(), "retrying_actions"),
+        sigterm_phase(dir.path(), "retrying_kubernetes"),
+    );
+    report(
+        "sigterm_phases",
+        json!({
+            "polling": polling,
+            "handling": handling,
+            "retrying_actions": retrying_actions,
+            "retrying_kubernetes": retrying_kube,
+        }),
+    );
+}
+
+async fn sigterm_phase(dir: &Path, phase: &str) -> Value {
+    let env = environment(&dir.join(phase), |o| {
+        o.long_poll_hold = Duration::from_secs(30);
+        o.metrics_addr = None;
+    })
+    .await;
+    let mut proc = Proc::spawn(&env, &[]);
+    wait_started(&env, &proc, Duration::from_secs(30)).await;
+    let set_path = FakeKubeApi::set_path(NAMESPACE, SET_NAME);
+    match phase {
+        "polling" => {
+            // Inside the 30 s hold of the first poll.
+            assert!(wait_until(Duration::from_secs(10), || env.actions.stats().requests > 0).await);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        "handling" => {
+            // The scale patch of the next message takes 4 s: SIGTERM lands mid-handling.
+            env.kube.set_latency(Duration::from_secs(4));
+            env.actions.queue_jobs(2);
+            assert!(
+                wait_until(Duration::from_secs(10), || env
+                    .actions
+                    .stats()
+                    .messages_delivered
+                    >= 1)
+                .await
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        "retrying_actions" => {
+            // Every ack answers 503: the client is deep in its retries (waits 1, 2, 4, 8 s).
+            env.actions
+                .inject_fault(Endpoint::DeleteMessage, Fault::status(503, 100));
+            env.actions.queue_jobs(1);
+            assert!(
+                wait_until(Duration::from_secs(10), || env
+                    .actions
+                    .requests()
+                    .iter()
+                    .filter(|r| r.endpoint == Some(Endpoint::DeleteMessage))
+                    .count()
+                    >= 2)
+                .await
+            );
+        }
+        "retrying_kubernetes" => {
+            env.kube
+                .inject_fault(KubeFault::patch(set_path.clone(), FaultAction::Status(503)));
+            env.actions.queue_jobs(1);
+            assert!(
+                wait_until(Duration::from_secs(10), || env
+                    .kube
+                    .requests()
+                    .iter()
+                    .filter(|r| r.path == set_path && r.status == 503)
+                    .count()
+                    >= 2)
+                .await
+            );
+        }
+        other => unreachable!("{other}"),
+    }
+    let (code, took) = proc.sigterm().await;
+    assert_eq!(code, Some(0), "{phase}: {}", proc.output());
+    assert!(took < Duration::from_secs(5), "{phase}: exit took {took:?}");
+    let stats = env.actions.stats();
+    assert_eq!(stats.sessions_deleted, 1, "{phase}: session not deleted");
+    assert_eq!(stats.sessions_active, 0);
+    json!({"exit_code": code, "exit_s": secs(took), "session_deleted": true})
+}
+
+// ---- chaos scenarios (make chaos) ----------------------------------------------------------
+
+/// A session left by a crashed pod answers 409 for 90 s: the listener waits it out (no
+/// exit), obtains the session and scales.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long (90 s conflict): make chaos"]
+async fn chaos_session_conflict_for_90s_is_waited_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = environment(dir.path(), |_| {}).await;
+    let conflict = Duration::from_secs(90);
+    env.actions
+        .add_stale_session("crashed-listener-pod", conflict);
+    let t0 = Instant::now();
+    let mut proc = Proc::spawn(&env, &[]);
+    let mut exits = 0;
+    let obtained = wait_until(Duration::from_secs(200), || {
+        env.actions.stats().sessions_created >= 1
+    })
+    .await;
+    if proc.exited().is_some() {
+        exits += 1;
+    }
+    assert!(obtained, "no session after 200 s; log:\n{}", proc.output());
+    let session_after = t0.elapsed();
+    assert!(session_after >= conflict - Duration::from_secs(1));
+    // Scaling resumes.
+    env.actions.queue_jobs(3);
+    assert!(
+        wait_for_replicas(&env, 3, Duration::from_secs(30)).await,
+        "did not scale after the conflict; log:\n{}",
+        proc.output()
+    );
+    let scaled_after = t0.elapsed();
+    let exposition = proc.metrics().await;
+    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
+    let (code, took) = proc.sigterm().await;
+    assert_eq!(code, Some(0));
+    let stats = env.actions.stats();
+    report(
+        "session_conflict_90s",
+        json!({
+            "conflict_s": conflict.as_secs(),
+            "conflicts_answered_409": stats.session_conflicts,
+            "session_obtained_after_s": secs(session_after),
+            "recovery_after_conflict_end_s": secs(session_after.saturating_sub(conflict)),
+            "scaled_to_3_after_s": secs(scaled_after),
+            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
+            "exits": exits,
+            "sigterm_exit_code": code,
+            "sigterm_exit_s": secs(took),
+        }),
+    );
+}
+
+/// Queue-token expiry mid-poll, admin-token expiry and a flapping registration-token
+/// endpoint while a workload runs: tokens are refreshed, no message or job is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make chaos"]
+async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = environment(dir.path(), |o| o.long_poll_hold = Duration::from_secs(1)).await;
+    let mut proc = Proc::spawn(&env, &[]);
+    wait_started(&env, &proc, Duration::from_secs(30)).await;
+
+    let workload = WorkloadOptions {
+        waves: vec![4, 6, 3, 5, 4, 6],
+        wave_interval: Duration::from_secs(4),
+        job_duration: Duration::from_secs(1),
+        fail_every: 0,
+        timeout: Duration::from_secs(180),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let chaos = {
+        let stop = stop.clone();
+        let actions = env.actions.clone();
+        tokio::spawn(async move {
+            let mut cycle = 0u32;
+            let mut injected = 0u32;
+            while !stop.is_cancelled() {
+                match cycle % 3 {
+                    0 => actions.expire_queue_tokens(),
+                    1 => {
+                        actions.expire_admin_tokens();
+                        actions.inject_fault(Endpoint::RegistrationToken, Fault::status(500, 2));
+                        actions
+                            .inject_fault(Endpoint::RegistrationToken, Fault::drop_connection(1));
+                        actions.expire_queue_tokens();
+                        injected += 3;
+                    }
+                    _ => {
+                        actions.expire_admin_tokens();
+                        actions.inject_fault(Endpoint::RunnerRegistration, Fault::status(503, 1));
+                        actions.inject_fault(
+                            Endpoint::RegistrationToken,
+                            Fault {
+                                status: Some(429),
+                                retry_after: Some(1),
+                                ..Fault::default()
+                            },
+                        );
+                        actions.expire_queue_tokens();
+                        injected += 2;
+                    }
+                }
+                cycle += 1;
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+            }
+            (cycle, injected)
+        })
+    };
+    let summary = run_workload(&env, &workload, |_| {}).await;
+    stop.cancel();
+    let (cycles, injected) = chaos.await.expect("chaos task");
+    assert!(!summary.timed_out, "{summary:?}\n{}", proc.output());
+    assert!(wait_for_replicas(&env, 0, Duration::from_secs(30)).await);
+    let stats = env.actions.stats();
+    let queued: usize = workload.waves.iter().sum();
+    assert_eq!(summary.completed, queued);
+    assert_eq!(
+        stats.jobs_acquired as usize, queued,
+        "every job acquired once"
+    );
+    assert_eq!(
+        stats.messages_acked,
+        stats.messages_delivered - stats.messages_redelivered,
+        "an unacknowledged message"
+    );
+    let status_patches: BTreeSet<i64> = env
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/status") && r.status == 200)
+        .filter_map(|r| r.json()["status"]["jobRequestId"].as_i64())
+        .collect();
+    assert_eq!(
+        status_patches.len(),
+        queued,
+        "a started job left unannotated"
+    );
+    assert!(stats.sessions_refreshed > 0 && stats.unauthorized > 0);
+    let exposition = proc.metrics().await;
+    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
+    let (code, took) = proc.sigterm().await;
+    assert_eq!(code, Some(0));
+    report(
+        "token_expiry_and_registration_flapping",
+        json!({
+            "expiry_cycles": cycles,
+            "registration_faults_injected": injected,
+            "jobs": queued,
+            "jobs_lost": queued - summary.completed,
+            "annotated_jobs": status_patches.len(),
+            "accounting": accounting(&env),
+            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
+            "poll_errors": metric(&exposition, "gha_listener_poll_errors_total"),
+            "exits": 0,
+            "sigterm_exit_code": code,
+            "sigterm_exit_s": secs(took),
+        }),
+    );
+}
+
+/// Faults on ~20% of every Actions and Kubernetes call, for `window`: each request the
+/// fakes log arms a fault for a later request of the same endpoint with probability
+/// `rate`, so in steady state that share of requests is faulted. Returns the faults armed.
+async fn inject_at_rate(env: &Environment, rate: f64, window: Duration, seed: u64) -> (u64, u64) {
+    let mut rng = Rng(seed);
+    let deadline = Instant::now() + window;
+    let (mut actions_seen, mut kube_seen) = (0usize, 0usize);
+    let (mut actions_armed, mut kube_armed) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        let requests = env.actions.requests();
+        for r in requests.iter().skip(actions_seen) {
+            let Some(endpoint) = r.endpoint else { continue };
+            if endpoint == Endpoint::DeleteSession || rng.next_f64() >= rate {
+                continue;
+            }
+            let fault = match rng.pick(5) {
+                0 => Fault::status(500, 1),
+                1 => Fault::status(502, 1),
+                2 => Fault::status(503, 1),
+                3 => Fault {
+                    status: Some(429),
+                    retry_after: Some(1),
+                    ..Fault::default()
+                },
+                _ => Fault::drop_connection(1),
+            };
+            env.actions.inject_fault(endpoint, fault);
+            actions_armed += 1;
+        }
+        actions_seen = requests.len();
+        let requests = env.kube.requests();
+        for _ in requests.iter().skip(kube_seen) {
+            if rng.next_f64() >= rate {
+                continue;
+            }
+            let action = match rng.pick(4) {
+                0 => FaultAction::Status(500),
+                1 => FaultAction::Status(503),
+                2 => FaultAction::Status(429),
+                _ => FaultAction::DropConnection,
+            };
+            env.kube
+                .inject_fault(KubeFault::patch("/apis/*", action).times(1));
+            kube_armed += 1;
+        }
+        kube_seen = requests.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.actions.clear_faults();
+    env.kube.clear_faults();
+    (actions_armed, kube_armed)
+}
+
+/// The annotations a run left on runners: one entry per successful status patch.
+fn annotations(env: &Environment) -> BTreeSet<String> {
+    env.kube
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/status") && r.status == 200)
+        .map(|r| {
+            let s = &r.json()["status"];
+            format!(
+                "{} {} {} {}",
+                s["jobRequestId"], s["jobRepositoryName"], s["jobDisplayName"], s["jobWorkflowRef"]
+            )
+        })
+        .collect()
+}
+
+/// Jobs left queued and never started when a run ends: the final replicas to compare.
+const FINAL_UNSTARTED: usize = 4;
+
+async fn run_and_settle(
+    env: &Environment,
+    workload: &WorkloadOptions,
+) -> (simulator::workload::WorkloadSummary, bool, Duration) {
+    let started = Instant::now();
+    let summary = run_workload(env, workload, |_| {}).await;
+    env.actions.queue_jobs(FINAL_UNSTARTED);
+    let settled = wait_for_replicas(env, FINAL_UNSTARTED as i64, Duration::from_secs(180)).await;
+    (summary, settled, started.elapsed())
+}
+
+/// 5xx / 429 / dropped connections on ~20% of every Actions and Kubernetes call for a
+/// minute: the final replicas and the runner annotations equal a fault-free run of the
+/// same workload; no panic, no exit; retries counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long (a minute of faults): make chaos"]
+async fn chaos_faults_at_20_percent_for_a_minute_match_the_fault_free_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clean = environment(&dir.path().join("clean"), |_| {}).await;
+    let faulty = environment(&dir.path().join("faulty"), |_| {}).await;
+    let mut clean_proc = Proc::spawn(&clean, &[]);
+    let mut faulty_proc = Proc::spawn(&faulty, &[]);
+    wait_started(&clean, &clean_proc, Duration::from_secs(30)).await;
+    wait_started(&faulty, &faulty_proc, Duration::from_secs(30)).await;
+
+    let workload = WorkloadOptions {
+        waves: vec![3, 5, 2, 6, 4, 3, 5, 2, 4, 3],
+        wave_interval: Duration::from_secs(5),
+        job_duration: Duration::from_secs(2),
+        fail_every: 4,
+        timeout: Duration::from_secs(300),
+    };
+    let window = Duration::from_secs(60);
+    let t0 = Instant::now();
+    let (
+        (clean_summary, clean_settled, clean_took),
+        (faulty_summary, faulty_settled, faulty_took),
+        (armed_actions, armed_kube),
+    ) = tokio::join!(
+        run_and_settle(&clean, &workload),
+        run_and_settle(&faulty, &workload),
+        inject_at_rate(&faulty, 0.2, window, 0x5eed_cafe_f00d_0001),
+    );
+    let (clean, faulty) = (&clean, &faulty);
+    let faults_over_at = window.min(t0.elapsed());
+    assert!(
+        !clean_summary.timed_out && clean_settled,
+        "clean run: {clean_summary:?}\n{}",
+        clean_proc.output()
+    );
+    assert!(
+        !faulty_summary.timed_out && faulty_settled,
+        "faulty run: {faulty_summary:?}\n{}",
+        faulty_proc.output()
+    );
+    assert_eq!(
+        clean.replicas().0,
+        faulty.replicas().0,
+        "final replicas differ"
+    );
+    assert_eq!(faulty.replicas().0, FINAL_UNSTARTED as i64);
+    let (clean_annotations, faulty_annotations) = (annotations(clean), annotations(faulty));
+    assert_eq!(
+        clean_annotations, faulty_annotations,
+        "runner annotations differ"
+    );
+    assert_eq!(faulty_summary.completed, clean_summary.completed);
+
+    let output = faulty_proc.output();
+    assert!(!output.contains("panicked"), "panic: {output}");
+    assert_eq!(
+        faulty_proc.exited(),
+        None,
+        "faulty listener exited: {output}"
+    );
+    let exposition = faulty_proc.metrics().await;
+    let kube_requests = faulty.kube.requests();
+    let kube_faulted = kube_requests
+        .iter()
+        .filter(|r| matches!(r.status, 0 | 429 | 500 | 503))
+        .count();
+    let actions_stats = faulty.actions.stats();
+    let faulted_share = (actions_stats.faults_fired as f64 + kube_faulted as f64)
+        / (actions_stats.requests as f64 + kube_requests.len() as f64);
+    let (clean_code, _) = clean_proc.sigterm().await;
+    let (faulty_code, faulty_exit) = faulty_proc.sigterm().await;
+    assert_eq!((clean_code, faulty_code), (Some(0), Some(0)));
+    report(
+        "faults_20_percent_one_minute",
+        json!({
+            "fault_window_s": faults_over_at.as_secs(),
+            "faults_armed_actions": armed_actions,
+            "faults_armed_kubernetes": armed_kube,
+            "faults_fired_actions": actions_stats.faults_fired,
+            "faults_fired_kubernetes": kube_faulted,
+            "requests_actions": actions_stats.requests,
+            "requests_kubernetes": kube_requests.len(),
+            "faulted_share_of_requests": (faulted_share * 1000.0).round() / 1000.0,
+            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
+            "kubernetes_retries": metric(&exposition, "gha_listener_kubernetes_retries_total"),
+            "poll_errors": metric(&exposition, "gha_listener_poll_errors_total"),
+            "ack_failures": metric(&exposition, "gha_listener_ack_failures_total"),
+            "acquire_failures": metric(&exposition, "gha_listener_acquire_failures_total"),
+            "scale_failures": metric(&exposition, "gha_listener_scale_failures_total"),
+            "jobs": clean_summary.queued + FINAL_UNSTARTED,
+            "jobs_completed_clean": clean_summary.completed,
+            "jobs_completed_faulty": faulty_summary.completed,
+            "final_replicas_clean": clean.replicas().0,
+            "final_replicas_faulty": faulty.replicas().0,
+            "annotations_equal": clean_annotations == faulty_annotations,
+            "annotations": faulty_annotations.len(),
+            "run_s_clean": secs(clean_took),
+            "run_s_faulty": secs(faulty_took),
+            "accounting_faulty": accounting(faulty),
+            "exits": 0,
+            "sigterm_exit_s": secs(faulty_exit),
+        }),
+    );
+}
+
+/// A long poll that never answers: the client's timeout detects it, the listener
+/// reconnects, readiness drops and recovers, and scaling works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make chaos"]
+async fn chaos_stalled_long_poll_is_detected_and_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = environment(dir.path(), |o| o.long_poll_hold = Duration::from_secs(1)).await;
+    let long_poll_timeout = 4;
+    let stale_after = 6;
+    let mut proc = Proc::spawn(
+        &env,
+        &[
+            (
+                "GHALISTENER_LONG_POLL_TIMEOUT_SECS",
+                long_poll_timeout.to_string(),
+            ),
+            (
+                "GHALISTENER_READINESS_STALE_AFTER_SECS",
+                stale_after.to_string(),
+            ),
+        ],
+    );
+    wait_started(&env, &proc, Duration::from_secs(30)).await;
+    let mut ready_before = false;
+    for _ in 0..100 {
+        if proc.ready().await {
+            ready_before = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready_before, "never ready: {}", proc.output());
+
+    // The service stalls: the next 6 polls are held for 10 minutes.
+    let stalled_polls = 6;
+    let t0 = Instant::now();
+    env.actions.inject_fault(
+        Endpoint::GetMessage,
+        Fault::delay(Duration::from_secs(600), stalled_polls),
+    );
+    let mut not_ready_at = None;
+    let mut ready_again_at = None;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while Instant::now() < deadline {
+        let ready = proc.ready().await;
+        if not_ready_at.is_none() && !ready {
+            not_ready_at = Some(t0.elapsed());
+        }
+        if not_ready_at.is_some() && ready {
+            ready_again_at = Some(t0.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let not_ready_at =
+        not_ready_at.unwrap_or_else(|| panic!("readiness never dropped: {}", proc.output()));
+    let ready_again_at =
+        ready_again_at.unwrap_or_else(|| panic!("readiness never recovered: {}", proc.output()));
+    // Scaling works after the stall.
+    let queued_at = Instant::now();
+    env.actions.queue_jobs(2);
+    assert!(
+        wait_for_replicas(&env, 2, Duration::from_secs(30)).await,
+        "{}",
+        proc.output()
+    );
+    let scale_latency = queued_at.elapsed();
+    let exposition = proc.metrics().await;
+    let timeouts_logged = proc
+        .output()
+        .lines()
+        .filter(|l| l.contains("timed out"))
+        .count();
+    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
+    let (code, took) = proc.sigterm().await;
+    assert_eq!(code, Some(0));
+    report(
+        "stalled_long_poll",
+        json!({
+            "stalled_polls": stalled_polls,
+            "long_poll_timeout_s": long_poll_timeout,
+            "readiness_stale_after_s": stale_after,
+            "readiness_dropped_after_s": secs(not_ready_at),
+            "readiness_recovered_after_s": secs(ready_again_at),
+            "not_ready_for_s": secs(ready_again_at - not_ready_at),
+            "scale_latency_after_recovery_s": secs(scale_latency),
+            "timeout_log_lines": timeouts_logged,
+            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
+            "poll_errors": metric(&exposition, "gha_listener_poll_errors_total"),
+            "exits": 0,
+            "sigterm_exit_code": code,
+            "sigterm_exit_s": secs(took),
+        }),
+    );
+}
+
+/// A collector that accepts connections and never answers.
+async fn stalled_collector() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// Delivery-to-delivery times of back-to-back queue messages (the listener polls again
+/// only when the previous message is fully handled): the per-message handling latency.
+fn handling_latencies(env: &Environment, since: SystemTime) -> Vec<Duration> {
+    let polls: Vec<(u16, SystemTime)> = env
+        .actions
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Some(Endpoint::GetMessage) && r.at >= since)
+        .map(|r| (r.status, r.at))
+        .collect();
+    polls
+        .windows(2)
+        .filter(|w| w[0].0 == 200 && w[1].0 == 200)
+        .filter_map(|w| w[1].1.duration_since(w[0].1).ok())
+        .collect()
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = values.to_vec();
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The OpenTelemetry collector refusing, stalled, or going down mid-run: message handling
+/// latency stays that of a listener without a collector, the span failure/drop counters
+/// rise, memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long (thousands of jobs): make chaos"]
+async fn chaos_otel_collector_down_refusing_or_stalled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = format!("http://{}", free_addr());
+    let (stalled, _stalled_task) = stalled_collector().await;
+    let sink = OtlpSink::start().await.expect("sink");
+    let cases: Vec<(&str, Option<String>, usize)> = vec![
+        ("no_collector", None, 1500),
+        ("refusing", Some(refused), 1500),
+        ("down_mid_run", Some(sink.endpoint()), 1500),
+        ("stalled", Some(stalled), 3000),
+    ];
+    let mut runs = Vec::new();
+    for (name, endpoint, jobs) in cases {
+        let env = environment(&dir.path().join(name), |o| {
+            o.long_poll_hold = Duration::from_secs(1);
+            o.runner_controller = false;
+            o.max_runners = 100;
+            o.otel_endpoint = endpoint;
+        })
+        .await;
+        let proc = Proc::spawn(&env, &[]);
+        runs.push((name, env, proc, jobs));
+    }
+    for (_, env, proc, _) in &runs {
+        wait_started(env, proc, Duration::from_secs(30)).await;
+    }
+    let sink_ref = &sink;
+    let results = futures::future::join_all(runs.iter().map(|(name, env, proc, jobs)| async move {
+        let since = SystemTime::now();
+        let first = burst(env, *jobs, Duration::from_secs(400)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_after_first = proc.rss_kib();
+        if *name == "down_mid_run" {
+            sink_ref.shutdown();
+        }
+        let second = burst(env, *jobs, Duration::from_secs(400)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_after_second = proc.rss_kib();
+        let latencies = handling_latencies(env, since);
+        let exposition = proc.metrics().await;
+        (
+            *name,
+            json!({
+                "jobs": jobs * 2,
+                "burst_s": [secs(first), secs(second)],
+                "messages_timed": latencies.len(),
+                "handling_p50_ms": percentile(&latencies, 0.5).as_millis() as u64,
+                "handling_p95_ms": percentile(&latencies, 0.95).as_millis() as u64,
+                "handling_max_ms": percentile(&latencies, 1.0).as_millis() as u64,
+                "rss_kib_after_burst_1": rss_after_first,
+                "rss_kib_after_burst_2": rss_after_second,
+                "spans_exported": metric(&exposition, "gha_listener_spans_exported_total"),
+                "spans_export_failed": metric(&exposition, "gha_listener_spans_export_failed_total"),
+                "spans_dropped": metric(&exposition, "gha_listener_spans_dropped_total"),
+                "spans_pending": metric(&exposition, "gha_listener_spans_pending"),
+            }),
+        )
+    }))
+    .await;
+    let mut figures = json!({});
+    for (name, f) in results {
+        figures[name] = f;
+    }
+    let baseline_p95 = figures["no_collector"]["handling_p95_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    for (name, _, proc, _) in &mut runs {
+        let f = &figures[*name];
+        let p95 = f["handling_p95_ms"].as_u64().unwrap_or(u64::MAX);
+        // An export on the message path would cost the 10 s export timeout.
+        assert!(
+            p95 < 5000,
+            "{name}: handling p95 {p95} ms (without collector: {baseline_p95} ms)"
+        );
+        let growth = f["rss_kib_after_burst_2"].as_u64().unwrap_or(0) as i64
+            - f["rss_kib_after_burst_1"].as_u64().unwrap_or(0) as i64;
+        assert!(growth < 32 * 1024, "{name}: RSS grew {growth} KiB");
+        assert_eq!(proc.exited(), None, "{name} exited: {}", proc.output());
+        let (code, took) = proc.sigterm().await;
+        assert_eq!(code, Some(0), "{name}");
+        assert!(took < Duration::from_secs(5), "{name}: exit took {took:?}");
+        figures[*name]["sigterm_exit_s"] = json!(secs(took));
+    }
+    for name in ["refusing", "down_mid_run", "stalled"] {
+        let f = &figures[name];
+        let lost = f["spans_export_failed"].as_f64().unwrap_or(0.0)
+            + f["spans_dropped"].as_f64().unwrap_or(0.0);
+        assert!(
+            lost > 0.0,
+            "{name}: no span counted as failed or dropped: {f}"
+        );
+    }
+    report("otel_collector_faults", figures);
+}
