@@ -143,7 +143,7 @@ fn metric(exposition: &str, name: &str) -> f64 {
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -654,12 +654,12 @@ async fn inject_at_rate(env: &Environment, rate: f64, window: Duration, seed: u6
     (actions_armed, kube_armed)
 }
 
-/// The annotations a run left on runners: one entry per successful status patch.
-fn annotations(env: &Environment) -> BTreeSet<String> {
+/// The annotations a run wrote to runners: one entry per status patch answered `status`.
+fn annotations(env: &Environment, status: u16) -> BTreeSet<String> {
     env.kube
         .requests()
         .iter()
-        .filter(|r| r.path.ends_with("/status") && r.status == 200)
+        .filter(|r| r.path.ends_with("/status") && r.status == status)
         .map(|r| {
             let s = &r.json()["status"];
             format!(
@@ -701,7 +701,7 @@ async fn chaos_faults_at_20_percent_for_a_minute_match_the_fault_free_run() {
     let workload = WorkloadOptions {
         waves: vec![3, 5, 2, 6, 4, 3, 5, 2, 4, 3],
         wave_interval: Duration::from_secs(5),
-        job_duration: Duration::from_secs(2),
+        job_duration: Duration::from_secs(4),
         fail_every: 4,
         timeout: Duration::from_secs(300),
     };
@@ -734,11 +734,24 @@ async fn chaos_faults_at_20_percent_for_a_minute_match_the_fault_free_run() {
         "final replicas differ"
     );
     assert_eq!(faulty.replicas().0, FINAL_UNSTARTED as i64);
-    let (clean_annotations, faulty_annotations) = (annotations(clean), annotations(faulty));
-    assert_eq!(
-        clean_annotations, faulty_annotations,
-        "runner annotations differ"
-    );
+    // A status patch delayed by faults past the job's end meets a runner already deleted
+    // (404, tolerated): the annotation would have been written had the runner still been
+    // there. Such late patches are counted apart.
+    let clean_annotations = annotations(clean, 200);
+    let faulty_annotations = annotations(faulty, 200);
+    let faulty_late: BTreeSet<String> = annotations(faulty, 404)
+        .difference(&faulty_annotations)
+        .cloned()
+        .collect();
+    let clean_late = annotations(clean, 404)
+        .difference(&clean_annotations)
+        .count();
+    let faulty_all: BTreeSet<String> = faulty_annotations.union(&faulty_late).cloned().collect();
+    let clean_all: BTreeSet<String> = clean_annotations
+        .union(&annotations(clean, 404))
+        .cloned()
+        .collect();
+    assert_eq!(clean_all, faulty_all, "runner annotations differ");
     assert_eq!(faulty_summary.completed, clean_summary.completed);
 
     let output = faulty_proc.output();
@@ -782,8 +795,10 @@ async fn chaos_faults_at_20_percent_for_a_minute_match_the_fault_free_run() {
             "jobs_completed_faulty": faulty_summary.completed,
             "final_replicas_clean": clean.replicas().0,
             "final_replicas_faulty": faulty.replicas().0,
-            "annotations_equal": clean_annotations == faulty_annotations,
-            "annotations": faulty_annotations.len(),
+            "annotations_equal": clean_all == faulty_all,
+            "annotations": faulty_all.len(),
+            "annotations_late_404_faulty": faulty_late.len(),
+            "annotations_late_404_clean": clean_late,
             "run_s_clean": secs(clean_took),
             "run_s_faulty": secs(faulty_took),
             "accounting_faulty": accounting(faulty),
@@ -944,7 +959,7 @@ async fn chaos_otel_collector_down_refusing_or_stalled() {
         ("no_collector", None, 1500),
         ("refusing", Some(refused), 1500),
         ("down_mid_run", Some(sink.endpoint()), 1500),
-        ("stalled", Some(stalled), 3000),
+        ("stalled", Some(stalled), 1500),
     ];
     let mut runs = Vec::new();
     for (name, endpoint, jobs) in cases {
@@ -964,28 +979,28 @@ async fn chaos_otel_collector_down_refusing_or_stalled() {
     let sink_ref = &sink;
     let results = futures::future::join_all(runs.iter().map(|(name, env, proc, jobs)| async move {
         let since = SystemTime::now();
-        let first = burst(env, *jobs, Duration::from_secs(400)).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let rss_after_first = proc.rss_kib();
-        if *name == "down_mid_run" {
-            sink_ref.shutdown();
+        let mut burst_s = Vec::new();
+        let mut rss = Vec::new();
+        for round in 0..3 {
+            if round == 1 && *name == "down_mid_run" {
+                sink_ref.shutdown();
+            }
+            burst_s.push(secs(burst(env, *jobs, Duration::from_secs(400)).await));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            rss.push(proc.rss_kib());
         }
-        let second = burst(env, *jobs, Duration::from_secs(400)).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let rss_after_second = proc.rss_kib();
         let latencies = handling_latencies(env, since);
         let exposition = proc.metrics().await;
         (
             *name,
             json!({
-                "jobs": jobs * 2,
-                "burst_s": [secs(first), secs(second)],
+                "jobs": jobs * 3,
+                "burst_s": burst_s,
                 "messages_timed": latencies.len(),
                 "handling_p50_ms": percentile(&latencies, 0.5).as_millis() as u64,
                 "handling_p95_ms": percentile(&latencies, 0.95).as_millis() as u64,
                 "handling_max_ms": percentile(&latencies, 1.0).as_millis() as u64,
-                "rss_kib_after_burst_1": rss_after_first,
-                "rss_kib_after_burst_2": rss_after_second,
+                "rss_kib_after_each_burst": rss,
                 "spans_exported": metric(&exposition, "gha_listener_spans_exported_total"),
                 "spans_export_failed": metric(&exposition, "gha_listener_spans_export_failed_total"),
                 "spans_dropped": metric(&exposition, "gha_listener_spans_dropped_total"),
@@ -1009,9 +1024,14 @@ async fn chaos_otel_collector_down_refusing_or_stalled() {
             p95 < 5000,
             "{name}: handling p95 {p95} ms (without collector: {baseline_p95} ms)"
         );
-        let growth = f["rss_kib_after_burst_2"].as_u64().unwrap_or(0) as i64
-            - f["rss_kib_after_burst_1"].as_u64().unwrap_or(0) as i64;
-        assert!(growth < 32 * 1024, "{name}: RSS grew {growth} KiB");
+        // The span queue is bounded (8192 spans): once it is full (by the second burst
+        // of a stalled collector), a third burst must not grow the process.
+        let rss = |i: usize| f["rss_kib_after_each_burst"][i].as_i64().unwrap_or(0);
+        let growth = rss(2) - rss(1);
+        assert!(
+            growth < 16 * 1024,
+            "{name}: RSS grew {growth} KiB in the third burst"
+        );
         assert_eq!(proc.exited(), None, "{name} exited: {}", proc.output());
         let (code, took) = proc.sigterm().await;
         assert_eq!(code, Some(0), "{name}");

@@ -108,8 +108,9 @@ fn rewrite_head(head: &str, content_length: Option<usize>) -> String {
         .lines()
         .filter(|l| {
             let name = l.split(':').next().unwrap_or("").trim();
-            !name.eq_ignore_ascii_case("connection")
-                && !(content_length.is_some() && name.eq_ignore_ascii_case("content-length"))
+            let replaced = name.eq_ignore_ascii_case("connection")
+                || (content_length.is_some() && name.eq_ignore_ascii_case("content-length"));
+            !replaced
         })
         .map(str::to_owned)
         .collect();
