@@ -103,11 +103,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument("--min-completed", type=int, default=1,
                         help="completed jobs required before the exposition counts as settled")
+    parser.add_argument("--expect-started", type=int, help="jobs the workload started")
+    parser.add_argument("--expect-completed", type=int, help="jobs the workload completed")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
     config = json.loads(Path(args.listener_config).read_text())
 
     # 1-2. A settled exposition, linted by promtool.
+    if args.expect_completed is not None:
+        args.min_completed = max(args.min_completed, args.expect_completed)
     text, expected = wait_stable(args.listener, deadline, args.min_completed)
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, capture_output=True)
     if lint.returncode != 0:
@@ -173,6 +177,10 @@ def main() -> None:
     started, completed = total(got, "gha_started_jobs_total"), total(got, "gha_completed_jobs_total")
     if started < 1 or completed < 1:
         fail(f"no jobs counted: started {started}, completed {completed}")
+    if args.expect_started is not None and started != args.expect_started:
+        fail(f"gha_started_jobs_total sums to {started:g}, the workload started {args.expect_started}")
+    if args.expect_completed is not None and completed != args.expect_completed:
+        fail(f"gha_completed_jobs_total sums to {completed:g}, the workload completed {args.expect_completed}")
     startups = total(got, "gha_job_startup_duration_seconds_count")
     executions = total(got, "gha_job_execution_duration_seconds_count")
     if startups != started:

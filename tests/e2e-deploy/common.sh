@@ -3,7 +3,9 @@
 # Contract with the rest of the workspace:
 # - `gha-simulator serve --dir DIR` (package `simulator`) starts the fake Actions service and
 #   the fake Kubernetes API on loopback, writes DIR/config.json (a listener config as ARC's
-#   controller would) and DIR/kubeconfig, and runs a scripted workload of jobs.
+#   controller would; --metrics-addr sets its metrics_addr) and DIR/kubeconfig, prints
+#   `READY ...`, runs a scripted workload of jobs, prints
+#   `DONE queued=N started=N completed=N ... timed_out=false` and lingers.
 # - `ghalistener` (package `listener-bin`) runs with LISTENER_CONFIG_PATH and KUBECONFIG.
 # Everything listens on 127.0.0.1 only.
 
@@ -77,27 +79,37 @@ build_binaries() {
     [ -x "$BIN_DIR/gha-simulator" ] || { log "missing $BIN_DIR/gha-simulator"; return 1; }
 }
 
-# start_simulator NAME: serve into $WORK/NAME; sets SIM_DIR and SIM_PID.
+# start_simulator NAME METRICS_ADDR [FLAG...]: `gha-simulator serve` into $WORK/NAME, with
+# the listener's metrics address written into its config.json; the fakes linger after the
+# workload so the listener's final state can be checked. Sets SIM_DIR, SIM_PID, SIM_LOG.
 start_simulator() {
-    SIM_DIR="$WORK/$1"
+    local name="$1" metrics_addr="$2"
+    shift 2
+    SIM_DIR="$WORK/$name"
+    SIM_LOG="$WORK/$name-simulator.log"
     mkdir -p "$SIM_DIR"
-    "$BIN_DIR/gha-simulator" serve --dir "$SIM_DIR" >"$WORK/$1-simulator.log" 2>&1 &
+    # The simulator would put OTEL_ENDPOINT into config.json; the suites pass it to the
+    # listener as the chart does, through the environment.
+    env -u OTEL_ENDPOINT "$BIN_DIR/gha-simulator" serve --dir "$SIM_DIR" \
+        --metrics-addr "$metrics_addr" --linger-seconds 1800 "$@" >"$SIM_LOG" 2>&1 &
     SIM_PID=$!
     E2E_PIDS+=("$SIM_PID")
-    wait_for "simulator config in $SIM_DIR" test -s "$SIM_DIR/config.json" -a -s "$SIM_DIR/kubeconfig"
+    wait_for "simulator READY ($SIM_LOG)" grep -q '^READY ' "$SIM_LOG"
+    test -s "$SIM_DIR/config.json" && test -s "$SIM_DIR/kubeconfig"
     log "simulator up: $SIM_DIR"
 }
 
-# listener_config SRC DST METRICS_ADDR: copy of the simulator's config with our metrics address.
-listener_config() {
-    "$PY" - "$1" "$2" "$3" <<'PYEOF'
-import json, sys
-src, dst, addr = sys.argv[1:4]
-config = json.load(open(src))
-config["metrics_addr"] = addr
-config["metrics_endpoint"] = "/metrics"
-json.dump(config, open(dst, "w"), indent=2)
-PYEOF
+# wait_workload_done: wait for the simulator's DONE line; sets SIM_STARTED, SIM_COMPLETED.
+wait_workload_done() {
+    wait_for "the simulator's workload to finish ($SIM_LOG)" grep -q '^DONE ' "$SIM_LOG"
+    local done_line
+    done_line="$(grep '^DONE ' "$SIM_LOG" | tail -n 1)"
+    log "simulator: $done_line"
+    case "$done_line" in
+        *timed_out=true*) log "the simulator's workload timed out"; return 1 ;;
+    esac
+    SIM_STARTED="$(sed -n 's/.* started=\([0-9]*\).*/\1/p' <<<"$done_line")"
+    SIM_COMPLETED="$(sed -n 's/.* completed=\([0-9]*\).*/\1/p' <<<"$done_line")"
 }
 
 # start_listener NAME CONFIG [ENV=VALUE...]: run ghalistener in the background.
@@ -111,10 +123,11 @@ start_listener() {
     log "listener started (pid $LISTENER_PID)"
 }
 
-# stop_listener: SIGTERM, as the kubelet does, and wait for a clean exit.
+# stop_listener: SIGTERM, as the kubelet does; the listener must exit 0 within the 60 s
+# grace period ARC gives its pod.
 stop_listener() {
     kill -TERM "$LISTENER_PID" 2>/dev/null || true
-    local deadline=$((SECONDS + 60))
+    local deadline=$((SECONDS + 60)) rc=0
     while kill -0 "$LISTENER_PID" 2>/dev/null; do
         if [ $SECONDS -ge $deadline ]; then
             log "listener did not exit within 60 s of SIGTERM"
@@ -122,7 +135,11 @@ stop_listener() {
         fi
         sleep 1
     done
-    wait "$LISTENER_PID" 2>/dev/null || true
+    wait "$LISTENER_PID" 2>/dev/null || rc=$?
+    if [ "$rc" != 0 ]; then
+        log "listener exited with status $rc after SIGTERM"
+        return 1
+    fi
 }
 
 stop_simulator() {

@@ -30,24 +30,26 @@ run_scheme() {
     E2E_PIDS+=("$rotel_pid")
     wait_for "rotel on 127.0.0.1:$http_port" grep -q "Starting Rotel" "$out"
 
-    start_simulator "otel-$scheme"
     local metrics_port
     metrics_port="$(free_port)"
-    listener_config "$SIM_DIR/config.json" "$WORK/$scheme-listener-config.json" "127.0.0.1:$metrics_port"
+    start_simulator "otel-$scheme" "127.0.0.1:$metrics_port"
     local endpoint_env
     if [ "$mode" = seed ]; then
         endpoint_env=(OTEL_ENDPOINT="127.0.0.1:$http_port" OTEL_EXPORTER_OTLP_INSECURE=true)
     else
         endpoint_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$http_port")
     fi
-    start_listener "otel-$scheme" "$WORK/$scheme-listener-config.json" \
+    start_listener "otel-$scheme" "$SIM_DIR/config.json" \
         "${endpoint_env[@]}" GHALISTENER_OTEL_ID_SCHEME="$scheme" OTEL_SERVICE_NAME=ghalistener-e2e
 
-    "$PY" tests/e2e-deploy/check_otel.py --output "$out" --scheme "$scheme" --wait "$E2E_TIMEOUT"
+    wait_workload_done
+    # Every completed job of the workload must arrive with its three spans.
+    "$PY" tests/e2e-deploy/check_otel.py --output "$out" --scheme "$scheme" \
+        --min-jobs "$SIM_COMPLETED" --wait "$E2E_TIMEOUT"
     # A clean SIGTERM flushes what is queued; everything received must still check out.
     stop_listener
     sleep 1
-    "$PY" tests/e2e-deploy/check_otel.py --output "$out" --scheme "$scheme"
+    "$PY" tests/e2e-deploy/check_otel.py --output "$out" --scheme "$scheme" --min-jobs "$SIM_COMPLETED"
     grep -q "service.name: Str(ghalistener-e2e)" "$out" || { log "resource service.name not exported"; return 1; }
     stop_simulator
     kill -TERM "$rotel_pid" 2>/dev/null || true

@@ -20,17 +20,16 @@ log "$(prometheus --version 2>&1 | head -n 1)"
 promtool check rules deploy/prometheus/alerts.yaml
 
 build_binaries
-start_simulator prom
 METRICS_PORT="$(free_port)"
-listener_config "$SIM_DIR/config.json" "$WORK/listener-config.json" "127.0.0.1:$METRICS_PORT"
-start_listener prom "$WORK/listener-config.json"
+start_simulator prom "127.0.0.1:$METRICS_PORT"
+start_listener prom "$SIM_DIR/config.json"
 wait_for "listener metrics on 127.0.0.1:$METRICS_PORT" http_ok "http://127.0.0.1:$METRICS_PORT/metrics"
 
 PROM_PORT="$(free_port)"
 "$PY" tests/e2e-deploy/prometheus_config.py \
     --deploy-config deploy/prometheus/prometheus.yaml \
     --target "127.0.0.1:$METRICS_PORT" \
-    --listener-config "$WORK/listener-config.json" \
+    --listener-config "$SIM_DIR/config.json" \
     --out "$WORK/prometheus.yaml"
 promtool check config "$WORK/prometheus.yaml"
 
@@ -41,11 +40,13 @@ prometheus \
     --log.level=warn >"$WORK/prometheus.log" 2>&1 &
 E2E_PIDS+=($!)
 wait_for "prometheus ready" http_ok "http://127.0.0.1:$PROM_PORT/-/ready"
+wait_workload_done
 
 "$PY" tests/e2e-deploy/check_prometheus.py \
     --listener "http://127.0.0.1:$METRICS_PORT/metrics" \
     --prometheus "http://127.0.0.1:$PROM_PORT" \
-    --listener-config "$WORK/listener-config.json" \
+    --listener-config "$SIM_DIR/config.json" \
+    --expect-started "$SIM_STARTED" --expect-completed "$SIM_COMPLETED" \
     --timeout "$E2E_TIMEOUT"
 
 E2E_OK=1
