@@ -149,12 +149,22 @@ impl Config {
             reason: e.to_string(),
         })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        // serde_json's messages name the offending key's position; they never echo values
-        // of string fields beyond a short excerpt, so no secret leaks through them.
-        let config: Config = serde_json::from_str(text).map_err(|e| ConfigError::Json {
-            path: String::new(),
-            reason: e.to_string(),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json {
+                path: String::new(),
+                reason: e.to_string(),
+            })?;
+        // serde would also read a struct from an array, positionally: only objects are configs.
+        let serde_json::Value::Object(map) = &value else {
+            return Err(ConfigError::Json {
+                path: String::new(),
+                reason: format!("expected a JSON object, found {}", json_kind(&value)),
+            });
+        };
+        let config: Config = match serde_json::from_value(value.clone()) {
+            Ok(config) => config,
+            Err(e) => return Err(field_error(map, &e)),
+        };
         config.validate()?;
         Ok(config)
     }
@@ -308,6 +318,71 @@ impl Config {
     }
 }
 
+/// The keys this listener reads, with the JSON type each takes.
+const KEY_TYPES: &[(&str, &str)] = &[
+    ("configure_url", "a string"),
+    ("vault_type", "a string"),
+    ("vault_lookup_key", "a string"),
+    ("azure_key_vault", "an object"),
+    ("github_app_id", "a string or a number"),
+    ("github_app_installation_id", "an integer"),
+    ("github_app_private_key", "a string"),
+    ("github_token", "a string"),
+    ("ephemeral_runner_set_namespace", "a string"),
+    ("ephemeral_runner_set_name", "a string"),
+    ("max_runners", "an integer"),
+    ("min_runners", "an integer"),
+    ("runner_scale_set_id", "an integer"),
+    ("runner_scale_set_name", "a string"),
+    ("server_root_ca", "a string"),
+    ("log_level", "a string"),
+    ("log_format", "a string"),
+    ("metrics_addr", "a string"),
+    ("metrics_endpoint", "a string"),
+    ("metrics", "an object"),
+    ("otel_endpoint", "a string"),
+    ("otel_insecure", "a boolean"),
+    ("otel_id_scheme", "a string"),
+];
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(n) if n.is_i64() => "an integer out of range",
+        serde_json::Value::Number(_) => "a number that is not a 64-bit integer",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Name the key whose value has the wrong type. The value itself is not echoed: a
+/// credential put under the wrong key must not reach the logs.
+fn field_error(
+    map: &serde_json::Map<String, serde_json::Value>,
+    whole: &serde_json::Error,
+) -> ConfigError {
+    for (key, expected) in KEY_TYPES {
+        let Some(value) = map.get(*key) else {
+            continue;
+        };
+        let alone = serde_json::Value::Object(
+            std::iter::once(((*key).to_owned(), value.clone())).collect(),
+        );
+        if serde_json::from_value::<Config>(alone).is_err() {
+            return invalid(
+                key,
+                format!("must be {expected}, found {}", json_kind(value)),
+            );
+        }
+    }
+    ConfigError::Json {
+        path: String::new(),
+        reason: whole.to_string(),
+    }
+}
+
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Option::<serde_json::Value>::deserialize(d)? {
         None | Some(serde_json::Value::Null) => Ok(String::new()),
@@ -406,9 +481,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("not valid JSON") || err.contains("invalid type"),
+            err.contains("max_runners") && err.contains("must be an integer, found a string"),
             "{err}"
         );
+        assert!(!err.contains("ten"), "the value is echoed: {err}");
     }
 
     #[test]

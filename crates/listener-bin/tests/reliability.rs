@@ -28,10 +28,19 @@ const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
 // ---- harness -----------------------------------------------------------------------------
 
+/// A free port below the kernel's ephemeral range (32768+), so that the many outgoing
+/// connections of a scenario cannot take it between this check and the listener's bind.
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % 500) as u16 * 20;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (seed + offset) % 12_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("addr");
+        }
+    }
 }
 
 /// A running listener process and where its output goes.
