@@ -264,6 +264,18 @@ def test_no_otel_endpoint_means_no_otel_env(chart: helm.Chart) -> None:
     }
 
 
+def test_probes_use_readyz_on_the_metrics_port_when_enabled(chart: helm.Chart) -> None:
+    off = listener_container(one(render(chart, load_values("pat.yaml")), "AutoscalingRunnerSet"))
+    assert "readinessProbe" not in off and "livenessProbe" not in off
+    values = deep_merge(load_values("existing-secret.yaml"), {"listener": {"probes": {"enabled": True}}})
+    ars = one(render(chart, values), "AutoscalingRunnerSet")
+    container = listener_container(ars)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/readyz", "port": 9102}
+    assert container["livenessProbe"]["failureThreshold"] == 4
+    validate_pod_template(ars["spec"]["listenerTemplate"], "listenerTemplate with probes")
+
+
 def test_scrape_annotations_follow_metrics_values(chart: helm.Chart) -> None:
     meta = one(render(chart, load_values("pat.yaml")), "AutoscalingRunnerSet")["spec"]["listenerTemplate"]["metadata"]
     assert meta["annotations"] == {
@@ -455,6 +467,9 @@ BAD_VALUES = [
     ("bad image digest", {"listener": {"image": {"digest": "sha256:abc"}}}, '/listener/image/digest'),
     ("image tag with a space", {"listener": {"image": {"tag": "1.0 beta"}}}, '/listener/image/tag'),
     ("unknown listener key", {"listener": {"replicas": 2}}, 'replicas'),
+    ("probe period of zero", {"listener": {"probes": {"liveness": {"periodSeconds": 0}}}},
+     '/listener/probes/liveness/periodSeconds'),
+    ("probes enabled as a string", {"listener": {"probes": {"enabled": "true"}}}, '/listener/probes/enabled'),
     ("zero grace period", {"listener": {"terminationGracePeriodSeconds": 0}}, '/listener/terminationGracePeriodSeconds'),
     ("extraEnv without a name", {"listener": {"extraEnv": [{"value": "x"}]}}, '/listener/extraEnv/0'),
     ("listenerTemplate changing the listener command", {"listenerTemplate": {"spec": {

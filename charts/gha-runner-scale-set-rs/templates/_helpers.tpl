@@ -174,6 +174,21 @@ env:
 {{- with $l.extraEnv }}
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if $l.probes.enabled }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ .Values.metrics.port }}
+  periodSeconds: {{ $l.probes.readiness.periodSeconds }}
+  failureThreshold: {{ $l.probes.readiness.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ .Values.metrics.port }}
+  initialDelaySeconds: 30
+  periodSeconds: {{ $l.probes.liveness.periodSeconds }}
+  failureThreshold: {{ $l.probes.liveness.failureThreshold }}
+{{- end }}
 {{- with $l.resources }}
 resources:
   {{- toYaml . | nindent 2 }}
