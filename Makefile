@@ -31,6 +31,11 @@ e2e:
 bench:
 	$(CARGO) run --release -p bench -- $(BENCH_ARGS)
 
+## Reliability: fault injection against the real binary, secrets scan, property tests,
+## cargo-deny and fuzzing; figures in docs/reliability.md.
+chaos:
+	bash .ci/chaos.sh
+
 lint: fmt clippy
 
 fmt:

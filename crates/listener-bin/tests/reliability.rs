@@ -710,7 +710,8 @@ async fn chaos_faults_at_20_percent_for_a_minute_match_the_fault_free_run() {
     let workload = WorkloadOptions {
         waves: vec![3, 5, 2, 6, 4, 3, 5, 2, 4, 3],
         wave_interval: Duration::from_secs(5),
-        job_duration: Duration::from_secs(4),
+        // Long enough that a patch delayed by retries still finds its runner.
+        job_duration: Duration::from_secs(10),
         fail_every: 4,
         timeout: Duration::from_secs(300),
     };
