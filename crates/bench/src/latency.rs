@@ -410,3 +410,57 @@ async fn anchor_order_loop(
     let _ = source.close().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_built_message_parses_to_the_intended_jobs() {
+        let body = message_body(
+            MessageShape {
+                available: 3,
+                started: 3,
+                completed: 2,
+            },
+            100,
+        );
+        let envelope = json!({
+            "messageId": 1,
+            "messageType": "RunnerScaleSetJobMessages",
+            "body": body,
+            "statistics": {"totalAssignedJobs": 3},
+        });
+        let message =
+            github_client::messages::parse_queue_message(envelope.to_string().as_bytes()).unwrap();
+        assert_eq!(message.skipped_jobs, 0);
+        let kinds: Vec<&str> = message
+            .jobs
+            .iter()
+            .map(|j| match j {
+                JobMessage::Available(_) => "available",
+                JobMessage::Assigned(_) => "assigned",
+                JobMessage::Started(_) => "started",
+                JobMessage::Completed(_) => "completed",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "available",
+                "available",
+                "available",
+                "started",
+                "started",
+                "started",
+                "completed",
+                "completed"
+            ]
+        );
+        let JobMessage::Started(started) = &message.jobs[3] else {
+            unreachable!()
+        };
+        assert_eq!(started.runner_name, runner_name(0));
+        assert_eq!(started.common.runner_request_id, 103);
+    }
+}

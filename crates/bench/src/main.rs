@@ -38,7 +38,8 @@ use crate::stats::Summary;
 
 const USAGE: &str = "\
 usage: bench [options]      (make bench, or cargo run --release -p bench -- [options])
-  --quick                1 repetition, N = 1 and 10, 1,000-job bursts; writes no docs (CI)
+  --quick                1 repetition, N = 1 and 10, 1,000-job bursts; writes no docs (CI:
+                         `cargo run -p bench -- --quick` proves it runs, dev profile)
   --reps N               repetitions of every figure (default 5)
   --latency-ms L         latency injected on every call for figures 1 and 5a (default 20)
   --ns 1,10,50           message sizes N for figure 1
@@ -46,6 +47,7 @@ usage: bench [options]      (make bench, or cargo run --release -p bench -- [opt
   --telemetry-jobs N     jobs in each burst of figure 5 (default 5000)
   --only 1,2,3,4,5,6     run only these figures
   --skip-build           use the existing release binary
+  --listener PATH        use this ghalistener binary (implies --skip-build)
   --json PATH            where to write the JSON results
   --no-docs              do not rewrite docs/benchmarks.json and docs/benchmarks.md
 ";
@@ -60,6 +62,7 @@ struct Args {
     telemetry_jobs: usize,
     only: BTreeSet<u8>,
     skip_build: bool,
+    listener: Option<PathBuf>,
     json: Option<PathBuf>,
     docs: bool,
 }
@@ -76,6 +79,7 @@ fn parse_args() -> anyhow::Result<Args> {
         telemetry_jobs: if quick { 500 } else { 5_000 },
         only: (1..=6).collect(),
         skip_build: false,
+        listener: None,
         json: None,
         docs: !quick,
     };
@@ -110,6 +114,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--only")?
             }
             "--skip-build" => args.skip_build = true,
+            "--listener" => args.listener = Some(PathBuf::from(value("--listener")?)),
             "--json" => args.json = Some(PathBuf::from(value("--json")?)),
             "--no-docs" => args.docs = false,
             "-h" | "--help" => {
@@ -135,21 +140,30 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("."))
 }
 
-/// `cargo build --release -p listener-bin`, then the binary next to this one.
+/// Whether this bench was built with the release profile (the figures are only meaningful
+/// then; a dev-profile bench drives a dev-profile listener, which is what CI's smoke run does).
+const RELEASE: bool = !cfg!(debug_assertions);
+
+/// `cargo build [--release] -p listener-bin` in the bench's own profile, then the binary
+/// next to the bench's.
 fn build_listener(skip: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the bench binary")?;
     let dir = exe.parent().context("bench binary directory")?;
     let binary = dir.join("ghalistener");
     if !skip {
-        eprintln!("bench: cargo build --release -p listener-bin");
+        let mut cargo_args = vec!["build", "-p", "listener-bin"];
+        if RELEASE {
+            cargo_args.push("--release");
+        }
+        eprintln!("bench: cargo {}", cargo_args.join(" "));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "--release", "-p", "listener-bin"])
+            .args(&cargo_args)
             .current_dir(workspace_root())
             .status()
             .context("running cargo")?;
         if !status.success() {
-            bail!("cargo build --release -p listener-bin failed");
+            bail!("cargo {} failed", cargo_args.join(" "));
         }
     }
     if !binary.is_file() {
@@ -410,14 +424,30 @@ fn binary_size(binary: &Path) -> anyhow::Result<BinarySize> {
 async fn run(args: Args) -> anyhow::Result<Results> {
     let started = Instant::now();
     let load_at_start = machine::load_average();
-    let binary = build_listener(args.skip_build)?;
+    let binary = match &args.listener {
+        Some(path) => path.clone(),
+        None => build_listener(args.skip_build)?,
+    };
     let ticks = procfs::clock_ticks();
     let scratch = tempfile::Builder::new()
         .prefix("ghalistener-bench")
         .tempdir()?;
     let dir = scratch.path();
+    if !RELEASE {
+        eprintln!(
+            "bench: built without --release: a smoke run, the figures are not representative"
+        );
+    }
     let mut results = Results::new(
-        if args.quick { "quick" } else { "full" },
+        &format!(
+            "{}{}",
+            if args.quick { "quick" } else { "full" },
+            if RELEASE {
+                ""
+            } else {
+                ", dev profile (not representative)"
+            }
+        ),
         Settings {
             reps: args.reps,
             latency_ms: ms(args.latency),
@@ -495,14 +525,14 @@ fn main() -> ExitCode {
     };
     println!("{}", report::table(&results));
     let root = workspace_root();
-    let json_path = json.or_else(|| docs.then(|| root.join("docs/benchmarks.json")));
+    let json_path = json.or_else(|| (docs && RELEASE).then(|| root.join("docs/benchmarks.json")));
     let written = (|| -> anyhow::Result<()> {
         if let Some(path) = &json_path {
             std::fs::write(path, serde_json::to_string_pretty(&results)? + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("bench: wrote {}", path.display());
         }
-        if docs && !quick {
+        if docs && !quick && RELEASE {
             let md = root.join("docs/benchmarks.md");
             report::update_markdown(&md, &results)?;
             eprintln!("bench: updated {}", md.display());

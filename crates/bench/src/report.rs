@@ -191,6 +191,7 @@ fn cell(s: &Summary, decimals: usize) -> String {
 /// Markdown tables; also what is printed (readable as plain text).
 pub fn table(r: &Results) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "Mode: {}.", r.mode);
     let _ = writeln!(
         out,
         "Each cell: median (min – max) over {} run(s). L = {} ms injected on every Kubernetes and Actions call for figures 1 and 5a.\n",
@@ -224,7 +225,7 @@ pub fn table(r: &Results) -> String {
     if let Some(b) = &r.burst {
         let _ = writeln!(
             out,
-            "**2. Throughput** (release binary, {} jobs queued at once, metrics and spans on, no injected latency)\n",
+            "**2. Throughput** (the binary, {} jobs queued at once, metrics and spans on, no injected latency)\n",
             b.jobs
         );
         let _ = writeln!(
@@ -272,7 +273,7 @@ pub fn table(r: &Results) -> String {
     if !r.telemetry.is_empty() {
         let _ = writeln!(
             out,
-            "**5. Telemetry overhead** (release binary; 5a: one message of N JobAvailable + N JobStarted + N JobCompleted at L; throughput: {} jobs, no latency)\n",
+            "**5. Telemetry overhead** (the binary; 5a: one message of N JobAvailable + N JobStarted + N JobCompleted at L; throughput: {} jobs, no latency)\n",
             r.settings.telemetry_jobs
         );
         let _ = writeln!(
@@ -366,4 +367,55 @@ pub fn update_markdown(path: &Path, r: &Results) -> anyhow::Result<()> {
     };
     std::fs::write(path, updated)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results() -> Results {
+        let mut r = Results::new(
+            "quick",
+            Settings {
+                reps: 1,
+                latency_ms: 20.0,
+                ns: vec![50],
+                jobs: 10,
+                telemetry_jobs: 10,
+            },
+        );
+        let s = Summary::of(&[25.0]).unwrap();
+        r.latency.push(LatencyRow {
+            handler: "listener (runner patches x16)".into(),
+            n: 50,
+            scale_ms: s.clone(),
+            done_ms: Summary::of(&[90.0]).unwrap(),
+            runner_patch_statuses: "200".into(),
+        });
+        r.targets = r.check_targets();
+        r
+    }
+
+    #[test]
+    fn targets_compare_medians_with_multiples_of_l() {
+        let r = results();
+        assert_eq!(r.targets.len(), 2);
+        assert!(r.targets[0].met, "25 ms <= 30 ms");
+        assert!(!r.targets[1].met, "90 ms > 60 ms");
+        assert!(table(&r).contains("| listener (runner patches x16) | 50 |"));
+    }
+
+    #[test]
+    fn markdown_section_is_replaced_between_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.md");
+        std::fs::write(&path, "# Benchmarks\n\nprose\n").unwrap();
+        update_markdown(&path, &results()).unwrap();
+        update_markdown(&path, &results()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# Benchmarks\n\nprose\n"));
+        assert_eq!(text.matches(BEGIN).count(), 1);
+        assert_eq!(text.matches(END).count(), 1);
+        assert_eq!(text.matches("## Results").count(), 1);
+    }
 }
