@@ -37,10 +37,13 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     if ! command -v cargo-fuzz >/dev/null 2>&1; then
         cargo install cargo-fuzz --locked
     fi
+    # Instrumented builds apart from the workspace's, so neither invalidates the other.
+    fuzz_target_dir="$(pwd)/${CARGO_TARGET_DIR:-target}/fuzz"
+    case "${CARGO_TARGET_DIR:-}" in /*) fuzz_target_dir="$CARGO_TARGET_DIR/fuzz" ;; esac
     for target in queue_message config workflow_ref; do
         corpus="$(mktemp -d)"
         cp fuzz/corpus/"$target"/* "$corpus"/
-        (cd fuzz && cargo +nightly fuzz run "$target" "$corpus" -- \
+        (cd fuzz && CARGO_TARGET_DIR="$fuzz_target_dir" cargo +nightly fuzz run -O "$target" "$corpus" -- \
             -max_total_time="$fuzz_seconds" -max_len=65536 -rss_limit_mb=2048)
         rm -rf "$corpus"
     done
