@@ -346,6 +346,7 @@ async fn bursts(
         peak_rss_mib: f(&|s| mib(s.peak_rss))?,
         rss_before_mib: f(&|s| mib(s.idle_before.rss))?,
         spans_received: samples.first().and_then(|s| s.spans_received),
+        spans: samples.first().and_then(|s| s.spans),
     };
     eprintln!(
         "bench: burst of {jobs} jobs, {}: {:.0} jobs/s, {:.0} msg/s, {:.1} us CPU/job, peak RSS {:.2} MiB",

@@ -280,6 +280,45 @@ pub struct BurstSample {
     pub peak_rss: u64,
     pub idle_before: Usage,
     pub spans_received: Option<usize>,
+    /// The listener's own span counters at the end of the burst.
+    pub spans: Option<SpanCounters>,
+}
+
+/// `gha_listener_spans_*` as the listener's metrics endpoint reports them.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct SpanCounters {
+    pub exported: f64,
+    pub failed: f64,
+    pub dropped: f64,
+    pub pending: f64,
+}
+
+/// Scrape the listener's `/metrics` for its span counters.
+pub async fn span_counters(addr: SocketAddr) -> Option<SpanCounters> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let counters = SpanCounters {
+        exported: sum("gha_listener_spans_exported_total"),
+        failed: sum("gha_listener_spans_export_failed_total"),
+        dropped: sum("gha_listener_spans_dropped_total"),
+        pending: sum("gha_listener_spans_pending"),
+    };
+    text.contains("gha_listener_spans_").then_some(counters)
 }
 
 impl BurstSample {
@@ -374,6 +413,10 @@ pub async fn burst(
         ),
         None => None,
     };
+    let spans = match env.options.metrics_addr {
+        Some(addr) => span_counters(addr).await,
+        None => None,
+    };
     listener.stop().await?;
     Ok(BurstSample {
         jobs,
@@ -383,6 +426,7 @@ pub async fn burst(
         peak_rss: after.peak_rss,
         idle_before: before,
         spans_received,
+        spans,
     })
 }
 

@@ -55,6 +55,8 @@ pub struct BurstRow {
     pub peak_rss_mib: Summary,
     pub rss_before_mib: Summary,
     pub spans_received: Option<usize>,
+    /// The listener's span counters at the end of the first run's burst.
+    pub spans: Option<crate::process::SpanCounters>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,17 +232,18 @@ pub fn table(r: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "| jobs/s | messages/s | CPU µs per job | wall s | messages |"
+            "| jobs/s | messages/s | CPU µs per job | wall s | messages | spans received (1st run) |"
         );
-        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             cell(&b.jobs_per_s, 0),
             cell(&b.messages_per_s, 0),
             cell(&b.cpu_us_per_job, 1),
             cell(&b.wall_s, 2),
-            b.messages
+            b.messages,
+            b.spans_received.map_or("n/a".to_owned(), |n| n.to_string())
         );
     }
     if r.startup.is_some() || r.burst.is_some() {
@@ -278,19 +281,23 @@ pub fn table(r: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "| collector | (a) scale patch, ms | (b) work done, ms | jobs/s | CPU µs per job | peak RSS MiB |"
+            "| collector | (a) scale patch, ms | (b) work done, ms | jobs/s | CPU µs per job | peak RSS MiB | spans exported / failed / dropped / pending at the end (1st run) |"
         );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for t in &r.telemetry {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 t.collector,
                 cell(&t.scale_ms, 1),
                 cell(&t.done_ms, 1),
                 cell(&t.burst.jobs_per_s, 0),
                 cell(&t.burst.cpu_us_per_job, 1),
-                cell(&t.burst.peak_rss_mib, 2)
+                cell(&t.burst.peak_rss_mib, 2),
+                t.burst.spans.map_or("n/a".to_owned(), |s| format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0}",
+                    s.exported, s.failed, s.dropped, s.pending
+                ))
             );
         }
         out.push('\n');
