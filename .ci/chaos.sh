@@ -55,5 +55,6 @@ fi
 echo "== figures ($CHAOS_REPORT_DIR)"
 for f in "$CHAOS_REPORT_DIR"/*.json; do
     [ -e "$f" ] || continue
-    printf '%s: %s\n' "$(basename "$f" .json)" "$(tr -d '\n ' < "$f")"
+    printf '%s: %s\n' "$(basename "$f" .json)" \
+        "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$f" 2>/dev/null || cat "$f")"
 done
