@@ -45,7 +45,7 @@ usage: bench [options]      (make bench, or cargo run --release -p bench -- [opt
   --ns 1,10,50           message sizes N for figure 1
   --jobs N               jobs in the throughput / memory burst (default 10000)
   --telemetry-jobs N     jobs in each burst of figure 5 (default 5000)
-  --only 1,2,3,4,5,6     run only these figures
+  --only 1,2,3,4,5,6,7   run only these figures (7: the runtime-flavour experiment)
   --skip-build           use the existing release binary
   --listener PATH        use this ghalistener binary (implies --skip-build)
   --json PATH            where to write the JSON results
@@ -77,7 +77,7 @@ fn parse_args() -> anyhow::Result<Args> {
         ns: if quick { vec![1, 10] } else { vec![1, 10, 50] },
         jobs: if quick { 1_000 } else { 10_000 },
         telemetry_jobs: if quick { 500 } else { 5_000 },
-        only: (1..=6).collect(),
+        only: (1..=7).collect(),
         skip_build: false,
         listener: None,
         json: None,
@@ -319,9 +319,12 @@ async fn figures_3_4(
     Ok(row)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn bursts(
     args: &Args,
     binary: &Path,
+    extra_env: &[(String, String)],
+    label: &str,
     dir: &Path,
     jobs: usize,
     state: CollectorState,
@@ -329,8 +332,8 @@ async fn bursts(
 ) -> anyhow::Result<BurstRow> {
     let mut samples = Vec::new();
     for rep in 0..args.reps {
-        let dir = dir.join(format!("burst-{state:?}-{rep}"));
-        samples.push(process::burst(binary, &dir, jobs, state, ticks).await?);
+        let dir = dir.join(format!("burst-{label}-{state:?}-{rep}"));
+        samples.push(process::burst(binary, extra_env, &dir, jobs, state, ticks).await?);
     }
     let f = |g: &dyn Fn(&process::BurstSample) -> f64| -> anyhow::Result<Summary> {
         summary(&samples.iter().map(g).collect::<Vec<_>>())
@@ -471,6 +474,8 @@ async fn run(args: Args) -> anyhow::Result<Results> {
             bursts(
                 &args,
                 &binary,
+                &[],
+                "ghalistener",
                 dir,
                 args.jobs,
                 CollectorState::Healthy,
@@ -482,13 +487,49 @@ async fn run(args: Args) -> anyhow::Result<Results> {
     if args.only.contains(&5) {
         let latencies = figure_5a(&args, &binary, dir).await?;
         for (state, scale_ms, done_ms) in latencies {
-            let burst = bursts(&args, &binary, dir, args.telemetry_jobs, state, ticks).await?;
+            let burst = bursts(
+                &args,
+                &binary,
+                &[],
+                "ghalistener",
+                dir,
+                args.telemetry_jobs,
+                state,
+                ticks,
+            )
+            .await?;
             results.telemetry.push(TelemetryRow {
                 collector: state.label().into(),
                 scale_ms,
                 done_ms,
                 burst,
             });
+        }
+    }
+    if args.only.contains(&7) {
+        let variant = binary.with_file_name("ghalistener-runtime-variant");
+        if variant.is_file() {
+            for flavour in ["block_on", "spawned", "current_thread"] {
+                let env = [("GHALISTENER_BENCH_RUNTIME".to_owned(), flavour.to_owned())];
+                let mut burst = bursts(
+                    &args,
+                    &variant,
+                    &env,
+                    flavour,
+                    dir,
+                    args.telemetry_jobs,
+                    CollectorState::Healthy,
+                    ticks,
+                )
+                .await?;
+                burst.collector = flavour.into();
+                results.runtime.push(burst);
+            }
+        } else {
+            eprintln!(
+                "bench: {} not built; skipping the runtime experiment",
+                variant.display()
+            );
         }
     }
     results.finish(machine::Machine::describe(load_at_start), started.elapsed());

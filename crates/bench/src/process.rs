@@ -140,10 +140,20 @@ pub struct ListenerProcess {
 
 impl ListenerProcess {
     pub fn spawn(binary: &Path, env: &Environment) -> anyhow::Result<Self> {
+        Self::spawn_with(binary, env, &[])
+    }
+
+    /// With extra environment variables.
+    pub fn spawn_with(
+        binary: &Path,
+        env: &Environment,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let log = env.dir().join("listener.log");
         let file = std::fs::File::create(&log)?;
         let spawned_at = SystemTime::now();
         let child = Command::new(binary)
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .env("LISTENER_CONFIG_PATH", &env.config_path)
             .env("KUBECONFIG", &env.kubeconfig_path)
             .env_remove("RUST_LOG")
@@ -342,6 +352,7 @@ pub fn burst_runner(i: usize) -> String {
 /// when the listener acknowledged every message. Metrics are on, spans go to `state`.
 pub async fn burst(
     binary: &Path,
+    extra_env: &[(String, String)],
     dir: &Path,
     jobs: usize,
     state: CollectorState,
@@ -354,7 +365,7 @@ pub async fn burst(
     for i in 0..jobs {
         env.kube.put_ephemeral_runner(NAMESPACE, &burst_runner(i));
     }
-    let mut listener = ListenerProcess::spawn(binary, &env)?;
+    let mut listener = ListenerProcess::spawn_with(binary, &env, extra_env)?;
     first_scale_patch(&env, &mut listener, Duration::from_secs(30)).await?;
     crate::latency::wait_quiet(&env, Duration::from_secs(30)).await?;
     listener.check_alive()?;

@@ -96,6 +96,9 @@ pub struct Results {
     pub burst: Option<BurstRow>,
     pub telemetry: Vec<TelemetryRow>,
     pub binary: Option<BinarySize>,
+    /// Experiment: the burst through `ghalistener-runtime-variant` per runtime flavour
+    /// (`collector` holds the flavour).
+    pub runtime: Vec<BurstRow>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -122,6 +125,7 @@ impl Results {
             burst: None,
             telemetry: Vec::new(),
             binary: None,
+            runtime: Vec::new(),
             targets: Vec::new(),
         }
     }
@@ -314,6 +318,37 @@ pub fn table(r: &Results) -> String {
                 "NOT stripped"
             }
         );
+    }
+    if !r.runtime.is_empty() {
+        let _ = writeln!(
+            out,
+            "**7. Experiment: Tokio runtime flavour** (`ghalistener-runtime-variant`: the same `listener_bin::app::run`, {} jobs, collector healthy)\n",
+            r.settings.telemetry_jobs
+        );
+        let _ = writeln!(
+            out,
+            "| loop runs | jobs/s | CPU µs per job | peak RSS MiB |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+        for b in &r.runtime {
+            let what = match b.collector.as_str() {
+                "block_on" => {
+                    "in `block_on` on the main thread, 2 workers (as `ghalistener` today)"
+                }
+                "spawned" => "spawned onto the 2 workers",
+                "current_thread" => "current-thread runtime (one thread)",
+                other => other,
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                what,
+                cell(&b.jobs_per_s, 0),
+                cell(&b.cpu_us_per_job, 1),
+                cell(&b.peak_rss_mib, 2)
+            );
+        }
+        out.push('\n');
     }
     if !r.targets.is_empty() {
         let _ = writeln!(out, "**Targets**\n");
