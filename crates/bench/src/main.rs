@@ -345,6 +345,7 @@ async fn bursts(
         jobs_per_s: f(&|s| s.jobs_per_second())?,
         messages_per_s: f(&|s| s.messages_per_second())?,
         cpu_us_per_job: f(&|s| s.cpu_micros_per_job())?,
+        context_switches_per_job: f(&|s| s.context_switches_per_job())?,
         wall_s: f(&|s| s.elapsed.as_secs_f64())?,
         peak_rss_mib: f(&|s| mib(s.peak_rss))?,
         rss_before_mib: f(&|s| mib(s.idle_before.rss))?,
@@ -509,8 +510,17 @@ async fn run(args: Args) -> anyhow::Result<Results> {
     if args.only.contains(&7) {
         let variant = binary.with_file_name("ghalistener-runtime-variant");
         if variant.is_file() {
-            for flavour in ["block_on", "spawned", "current_thread"] {
-                let env = [("GHALISTENER_BENCH_RUNTIME".to_owned(), flavour.to_owned())];
+            for flavour in [
+                "block_on",
+                "spawned",
+                "current_thread",
+                "current_thread+warn",
+            ] {
+                let (runtime, log) = flavour.split_once('+').unwrap_or((flavour, ""));
+                let mut env = vec![("GHALISTENER_BENCH_RUNTIME".to_owned(), runtime.to_owned())];
+                if !log.is_empty() {
+                    env.push(("RUST_LOG".to_owned(), log.to_owned()));
+                }
                 let mut burst = bursts(
                     &args,
                     &variant,

@@ -153,7 +153,6 @@ impl ListenerProcess {
         let file = std::fs::File::create(&log)?;
         let spawned_at = SystemTime::now();
         let child = Command::new(binary)
-            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .env("LISTENER_CONFIG_PATH", &env.config_path)
             .env("KUBECONFIG", &env.kubeconfig_path)
             .env_remove("RUST_LOG")
@@ -164,6 +163,7 @@ impl ListenerProcess {
             .env_remove("https_proxy")
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
@@ -287,6 +287,7 @@ pub struct BurstSample {
     pub messages: u64,
     pub elapsed: Duration,
     pub cpu: Duration,
+    pub context_switches: u64,
     pub peak_rss: u64,
     pub idle_before: Usage,
     pub spans_received: Option<usize>,
@@ -340,6 +341,9 @@ impl BurstSample {
     }
     pub fn cpu_micros_per_job(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.jobs as f64
+    }
+    pub fn context_switches_per_job(&self) -> f64 {
+        self.context_switches as f64 / self.jobs as f64
     }
 }
 
@@ -434,6 +438,9 @@ pub async fn burst(
         messages: last.messages_acked - stats_before.messages_acked,
         elapsed: last_ack.duration_since(started_at).unwrap_or_default(),
         cpu: after.cpu.saturating_sub(before.cpu),
+        context_switches: after
+            .context_switches
+            .saturating_sub(before.context_switches),
         peak_rss: after.peak_rss,
         idle_before: before,
         spans_received,

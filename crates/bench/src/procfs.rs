@@ -11,6 +11,8 @@ pub struct Usage {
     pub rss: u64,
     /// Peak resident set so far (`VmHWM`), bytes.
     pub peak_rss: u64,
+    /// Voluntary + involuntary context switches of all its threads still alive.
+    pub context_switches: u64,
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, 100 on Linux).
@@ -50,7 +52,25 @@ pub fn usage(pid: u32, ticks_per_second: u64) -> Option<Usage> {
         cpu,
         rss: kib("VmRSS:")? * 1024,
         peak_rss: kib("VmHWM:")? * 1024,
+        context_switches: context_switches(pid),
     })
+}
+
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 #[cfg(test)]

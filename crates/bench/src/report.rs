@@ -51,6 +51,8 @@ pub struct BurstRow {
     pub jobs_per_s: Summary,
     pub messages_per_s: Summary,
     pub cpu_us_per_job: Summary,
+    /// Context switches of the listener's threads per job.
+    pub context_switches_per_job: Summary,
     pub wall_s: Summary,
     pub peak_rss_mib: Summary,
     pub rss_before_mib: Summary,
@@ -236,15 +238,16 @@ pub fn table(r: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "| jobs/s | messages/s | CPU µs per job | wall s | messages | spans received (1st run) |"
+            "| jobs/s | messages/s | CPU µs per job | context switches per job | wall s | messages | spans received (1st run) |"
         );
-        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&b.jobs_per_s, 0),
             cell(&b.messages_per_s, 0),
             cell(&b.cpu_us_per_job, 1),
+            cell(&b.context_switches_per_job, 2),
             cell(&b.wall_s, 2),
             b.messages,
             b.spans_received.map_or("n/a".to_owned(), |n| n.to_string())
@@ -327,9 +330,9 @@ pub fn table(r: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "| loop runs | jobs/s | CPU µs per job | peak RSS MiB |"
+            "| loop runs | jobs/s | CPU µs per job | context switches per job | peak RSS MiB |"
         );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
         for b in &r.runtime {
             let what = match b.collector.as_str() {
                 "block_on" => {
@@ -337,14 +340,18 @@ pub fn table(r: &Results) -> String {
                 }
                 "spawned" => "spawned onto the 2 workers",
                 "current_thread" => "current-thread runtime (one thread)",
+                "current_thread+warn" => {
+                    "current-thread runtime, `RUST_LOG=warn` (no per-message/per-runner info lines)"
+                }
                 other => other,
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 what,
                 cell(&b.jobs_per_s, 0),
                 cell(&b.cpu_us_per_job, 1),
+                cell(&b.context_switches_per_job, 2),
                 cell(&b.peak_rss_mib, 2)
             );
         }
