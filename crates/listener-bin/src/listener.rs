@@ -431,7 +431,6 @@ where
     }
 }
 
-/// Sleep, or return `true` at once when shutdown arrives first.
 /// Run `work` to completion, unless `shutdown` fires: then it gets `grace` more before it
 /// is dropped (`None`).
 async fn finish_within_grace<F: std::future::Future>(
@@ -447,6 +446,7 @@ async fn finish_within_grace<F: std::future::Future>(
     }
 }
 
+/// Sleep, or return `true` at once when shutdown arrives first.
 async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
