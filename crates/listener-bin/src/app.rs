@@ -23,6 +23,9 @@ use crate::source::MessageSource;
 pub const OTEL_ID_SCHEME_ENV: &str = "GHALISTENER_OTEL_ID_SCHEME";
 pub const OTEL_INSECURE_ENV: &str = "OTEL_EXPORTER_OTLP_INSECURE";
 
+/// The most job messages the service puts in one queue message.
+const RUNNER_PATCH_CONCURRENCY: usize = 50;
+
 /// Readiness turns false when no poll finished for this long (the long poll holds ~50 s).
 const STALE_AFTER: Duration = Duration::from_secs(120);
 /// Overrides of the long-poll timeout (default 70 s) and of the readiness staleness
@@ -266,12 +269,18 @@ async fn run_session(
     let client = ActionsClient::new(&config.configure_url, credentials, options)
         .map_err(|e| anyhow!("GitHub client: {e}"))?;
 
-    let scaler = EphemeralRunnerSetScaler::from_environment(ScalerConfig::new(
-        config.ephemeral_runner_set_namespace.clone(),
-        config.ephemeral_runner_set_name.clone(),
-        config.min_runners_i32(),
-        config.max_runners_i32(),
-    ))
+    let scaler_config = ScalerConfig {
+        // A message carries at most 50 jobs: all of its runner patches go out in one
+        // round, so a batch of started jobs costs one round trip, not four.
+        runner_patch_concurrency: RUNNER_PATCH_CONCURRENCY,
+        ..ScalerConfig::new(
+            config.ephemeral_runner_set_namespace.clone(),
+            config.ephemeral_runner_set_name.clone(),
+            config.min_runners_i32(),
+            config.max_runners_i32(),
+        )
+    };
+    let scaler = EphemeralRunnerSetScaler::from_environment(scaler_config)
     .await
     .map_err(|e| anyhow!("Kubernetes client: {e}"))?;
 

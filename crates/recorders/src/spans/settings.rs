@@ -153,7 +153,7 @@ impl OtelSettings {
             service_name,
             resource_attributes,
             server_url: "https://github.com".to_owned(),
-            queue_capacity: 8192,
+            queue_capacity: 2048,
             max_batch_size: 512,
             batch_interval: Duration::from_secs(2),
         }))
