@@ -176,17 +176,19 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
     if body.is_empty() {
         return Ok(message);
     }
-    let items: Vec<serde_json::Value> =
+    // Each item is kept as its raw text and parsed once, straight into its type: no
+    // intermediate `serde_json::Value` tree and no `#[serde(flatten)]` buffering.
+    let items: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(body).map_err(|e| MessageParseError::Body {
             message_id: message.message_id,
             reason: e.to_string(),
         })?;
     for (index, item) in items.into_iter().enumerate() {
-        let message_type = item
-            .get("messageType")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let item = item.get();
+        // Never fails: `item` is valid JSON (checked above) and every shape is accepted.
+        let message_type = serde_json::from_str::<ItemType>(item)
+            .map(|t| t.0)
+            .unwrap_or_default();
         let job_error = |e: serde_json::Error| MessageParseError::Job {
             message_id: message.message_id,
             index,
@@ -194,14 +196,18 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
             reason: e.to_string(),
         };
         let job = match message_type.as_str() {
-            "JobAvailable" => {
-                JobMessage::Available(serde_json::from_value(item).map_err(job_error)?)
-            }
-            "JobAssigned" => JobMessage::Assigned(serde_json::from_value(item).map_err(job_error)?),
-            "JobStarted" => JobMessage::Started(serde_json::from_value(item).map_err(job_error)?),
-            "JobCompleted" => {
-                JobMessage::Completed(serde_json::from_value(item).map_err(job_error)?)
-            }
+            "JobAvailable" => serde_json::from_str::<wire::Available>(item)
+                .map(|w| JobMessage::Available(w.into()))
+                .map_err(job_error)?,
+            "JobAssigned" => serde_json::from_str::<wire::Assigned>(item)
+                .map(|w| JobMessage::Assigned(w.into()))
+                .map_err(job_error)?,
+            "JobStarted" => serde_json::from_str::<wire::Started>(item)
+                .map(|w| JobMessage::Started(w.into()))
+                .map_err(job_error)?,
+            "JobCompleted" => serde_json::from_str::<wire::Completed>(item)
+                .map(|w| JobMessage::Completed(w.into()))
+                .map_err(job_error)?,
             _ => {
                 message.skipped_jobs += 1;
                 continue;
@@ -212,9 +218,181 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
     Ok(message)
 }
 
+/// The `messageType` of one job message: the last such key of an object when it is a
+/// string, "" otherwise (missing, not a string, or the item is not an object), so that
+/// such items are skipped as unknown types.
+struct ItemType(String);
+
+impl<'de> Deserialize<'de> for ItemType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ItemType;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ItemType, A::Error> {
+                let mut found = String::new();
+                while let Some(IsMessageType(is_type)) = map.next_key()? {
+                    if is_type {
+                        found = match map.next_value::<MaybeString>()? {
+                            MaybeString(Some(s)) => s,
+                            MaybeString(None) => String::new(),
+                        };
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ItemType(found))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ItemType, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ItemType(String::new()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ItemType, E> {
+                Ok(ItemType(String::new()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ItemType, E> {
+                Ok(ItemType(String::new()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ItemType, E> {
+                Ok(ItemType(String::new()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ItemType, E> {
+                Ok(ItemType(String::new()))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ItemType, E> {
+                Ok(ItemType(String::new()))
+            }
+            fn visit_unit<E>(self) -> Result<ItemType, E> {
+                Ok(ItemType(String::new()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Whether an object key is `messageType`, read without allocating.
+struct IsMessageType(bool);
+
+impl<'de> Deserialize<'de> for IsMessageType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IsMessageType;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<IsMessageType, E> {
+                Ok(IsMessageType(key == "messageType"))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// A string, or `None` for any other JSON value.
+struct MaybeString(Option<String>);
+
+impl<'de> Deserialize<'de> for MaybeString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => MaybeString(Some(s)),
+            _ => MaybeString(None),
+        })
+    }
+}
+
+/// Wire shapes of the job messages: the common fields inlined into each type (what
+/// `#[serde(flatten)]` would do, without its buffering of every field).
+mod wire {
+    use super::*;
+
+    macro_rules! job_wire {
+        ($name:ident, $target:ident { $($extra:ident: $ty:ty),* }) => {
+            #[derive(Default, Deserialize)]
+            #[serde(rename_all = "camelCase", default)]
+            pub(super) struct $name {
+                runner_request_id: i64,
+                repository_name: String,
+                owner_name: String,
+                #[serde(deserialize_with = "string_or_number")]
+                job_id: String,
+                job_workflow_ref: String,
+                job_display_name: String,
+                workflow_run_id: i64,
+                event_name: String,
+                #[serde(deserialize_with = "null_as_default")]
+                request_labels: Vec<String>,
+                #[serde(deserialize_with = "optional_time")]
+                queue_time: Option<OffsetDateTime>,
+                #[serde(deserialize_with = "optional_time")]
+                scale_set_assign_time: Option<OffsetDateTime>,
+                #[serde(deserialize_with = "optional_time")]
+                runner_assign_time: Option<OffsetDateTime>,
+                #[serde(deserialize_with = "optional_time")]
+                finish_time: Option<OffsetDateTime>,
+                $($extra: $ty,)*
+            }
+
+            impl From<$name> for $target {
+                fn from(w: $name) -> Self {
+                    $target {
+                        common: JobCommon {
+                            runner_request_id: w.runner_request_id,
+                            repository_name: w.repository_name,
+                            owner_name: w.owner_name,
+                            job_id: w.job_id,
+                            job_workflow_ref: w.job_workflow_ref,
+                            job_display_name: w.job_display_name,
+                            workflow_run_id: w.workflow_run_id,
+                            event_name: w.event_name,
+                            request_labels: w.request_labels,
+                            queue_time: w.queue_time,
+                            scale_set_assign_time: w.scale_set_assign_time,
+                            runner_assign_time: w.runner_assign_time,
+                            finish_time: w.finish_time,
+                        },
+                        $($extra: w.$extra,)*
+                    }
+                }
+            }
+        };
+    }
+
+    job_wire!(
+        Available,
+        JobAvailable {
+            acquire_job_url: String
+        }
+    );
+    job_wire!(Assigned, JobAssigned {});
+    job_wire!(
+        Started,
+        JobStarted {
+            runner_id: i64,
+            runner_name: String
+        }
+    );
+    job_wire!(
+        Completed,
+        JobCompleted {
+            result: String,
+            runner_id: i64,
+            runner_name: String
+        }
+    );
+}
+
 /// `0001-01-01T00:00:00Z` (Go's zero time), null and "" mean unset.
 fn optional_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
-    let s: Option<String> = Option::deserialize(d)?;
+    let s: Option<std::borrow::Cow<'de, str>> = Option::deserialize(d)?;
     let Some(s) = s else { return Ok(None) };
     if s.is_empty() || s.starts_with("0001-01-01") {
         return Ok(None);
@@ -286,6 +464,17 @@ mod tests {
             panic!("not completed")
         };
         assert_eq!(done.common.finish_time, None);
+    }
+
+    #[test]
+    fn items_without_a_string_message_type_are_skipped() {
+        let body = r#"[1, "x", null, [], {"messageType": 5},
+            {"messageType": "JobAssigned", "messageType": "JobNew"},
+            {"runnerRequestId": 2, "messageType": "JobAssigned"}]"#;
+        let m = parse_queue_message(&queue_message(body)).unwrap();
+        assert_eq!(m.skipped_jobs, 6);
+        assert_eq!(m.jobs.len(), 1);
+        assert_eq!(m.jobs[0].common().runner_request_id, 2);
     }
 
     #[test]
