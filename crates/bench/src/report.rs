@@ -336,7 +336,7 @@ pub fn table(r: &Results) -> String {
         for b in &r.runtime {
             let what = match b.collector.as_str() {
                 "block_on" => {
-                    "in `block_on` on the main thread, 2 workers (as `ghalistener` today)"
+                    "in `block_on` on the main thread, 2 workers (ghalistener before it moved to current_thread)"
                 }
                 "spawned" => "spawned onto the 2 workers",
                 "current_thread" => "current-thread runtime (one thread)",
