@@ -1,7 +1,6 @@
 //! The real `ghalistener` binary against the simulator's fakes, through a kubeconfig.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,13 +12,10 @@ use simulator::workload::{
 };
 use tokio::process::{Child, Command};
 
-const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
+mod common;
+use common::{free_addr, http_get, metric_value, wait_until};
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
+const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
 fn spawn_listener(env: &Environment, log: &Path) -> Child {
     let file = std::fs::File::create(log).expect("log file");
@@ -52,42 +48,9 @@ async fn sigterm(child: &mut Child) -> (Option<i32>, Duration) {
     (exit.code(), sent.elapsed())
 }
 
-async fn scrape(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect metrics");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
-
-async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
-}
-
 /// The fake logs path and query; kube-rs may add an empty query.
 fn bare_path(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
-}
-
-fn metric_value(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +155,7 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
     );
 
     // Metrics after the scenario.
-    let exposition = scrape(metrics_addr, "/metrics").await;
+    let exposition = http_get(metrics_addr, "/metrics").await;
     assert_eq!(
         metric_value(&exposition, "gha_started_jobs_total"),
         8.0,
@@ -210,7 +173,7 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
         8.0
     );
     assert!(exposition.contains("job_result=\"failed\""), "{exposition}");
-    let ready = scrape(metrics_addr, "/readyz").await;
+    let ready = http_get(metrics_addr, "/readyz").await;
     assert!(
         ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"),
         "{ready}"

@@ -24,24 +24,12 @@ use simulator::workload::{
 };
 use tokio::process::{Child, Command};
 
+mod common;
+use common::{free_addr, http_get, metric_value, wait_until};
+
 const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
 // ---- harness -----------------------------------------------------------------------------
-
-/// A free port below the kernel's ephemeral range (32768+), so that the many outgoing
-/// connections of a scenario cannot take it between this check and the listener's bind.
-fn free_addr() -> SocketAddr {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let seed = (std::process::id() % 500) as u16 * 20;
-    loop {
-        let offset = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = 20_000 + (seed + offset) % 12_000;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().expect("addr");
-        }
-    }
-}
 
 /// A running listener process and where its output goes.
 struct Proc {
@@ -124,46 +112,13 @@ impl Proc {
     }
 
     async fn metrics(&self) -> String {
-        scrape(self.metrics.expect("metrics enabled"), "/metrics").await
+        http_get(self.metrics.expect("metrics enabled"), "/metrics").await
     }
 
     async fn ready(&self) -> bool {
-        let r = scrape(self.metrics.expect("metrics enabled"), "/readyz").await;
+        let r = http_get(self.metrics.expect("metrics enabled"), "/readyz").await;
         r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200")
     }
-}
-
-async fn scrape(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response
-}
-
-fn metric(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
-}
-
-async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
 }
 
 async fn environment(dir: &Path, configure: impl FnOnce(&mut EnvironmentOptions)) -> Environment {
@@ -494,7 +449,7 @@ async fn chaos_session_conflict_for_90s_is_waited_out() {
             "session_obtained_after_s": secs(session_after),
             "recovery_after_conflict_end_s": secs(session_after.saturating_sub(conflict)),
             "scaled_to_3_after_s": secs(scaled_after),
-            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
+            "github_retries": metric_value(&exposition, "gha_listener_github_retries_total"),
             "exits": exits,
             "sigterm_exit_code": code,
             "sigterm_exit_s": secs(took),
@@ -601,8 +556,8 @@ async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
             "jobs_lost": queued - summary.completed,
             "annotated_jobs": status_patches.len(),
             "accounting": accounting(&env),
-            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
-            "poll_errors": metric(&exposition, "gha_listener_poll_errors_total"),
+            "github_retries": metric_value(&exposition, "gha_listener_github_retries_total"),
+            "poll_errors": metric_value(&exposition, "gha_listener_poll_errors_total"),
             "exits": 0,
             "sigterm_exit_code": code,
             "sigterm_exit_s": secs(took),
@@ -794,12 +749,12 @@ async fn chaos_faults_at_20_percent_for_a_minute_match_the_fault_free_run() {
             "requests_actions": actions_stats.requests,
             "requests_kubernetes": kube_requests.len(),
             "faulted_share_of_requests": (faulted_share * 1000.0).round() / 1000.0,
-            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
-            "kubernetes_retries": metric(&exposition, "gha_listener_kubernetes_retries_total"),
-            "poll_errors": metric(&exposition, "gha_listener_poll_errors_total"),
-            "ack_failures": metric(&exposition, "gha_listener_ack_failures_total"),
-            "acquire_failures": metric(&exposition, "gha_listener_acquire_failures_total"),
-            "scale_failures": metric(&exposition, "gha_listener_scale_failures_total"),
+            "github_retries": metric_value(&exposition, "gha_listener_github_retries_total"),
+            "kubernetes_retries": metric_value(&exposition, "gha_listener_kubernetes_retries_total"),
+            "poll_errors": metric_value(&exposition, "gha_listener_poll_errors_total"),
+            "ack_failures": metric_value(&exposition, "gha_listener_ack_failures_total"),
+            "acquire_failures": metric_value(&exposition, "gha_listener_acquire_failures_total"),
+            "scale_failures": metric_value(&exposition, "gha_listener_scale_failures_total"),
             "jobs": clean_summary.queued + FINAL_UNSTARTED,
             "jobs_completed_clean": clean_summary.completed,
             "jobs_completed_faulty": faulty_summary.completed,
@@ -905,8 +860,8 @@ async fn chaos_stalled_long_poll_is_detected_and_recovered() {
             "not_ready_for_s": secs(ready_again_at - not_ready_at),
             "scale_latency_after_recovery_s": secs(scale_latency),
             "timeout_log_lines": timeouts_logged,
-            "github_retries": metric(&exposition, "gha_listener_github_retries_total"),
-            "poll_errors": metric(&exposition, "gha_listener_poll_errors_total"),
+            "github_retries": metric_value(&exposition, "gha_listener_github_retries_total"),
+            "poll_errors": metric_value(&exposition, "gha_listener_poll_errors_total"),
             "exits": 0,
             "sigterm_exit_code": code,
             "sigterm_exit_s": secs(took),
@@ -1011,10 +966,10 @@ async fn chaos_otel_collector_down_refusing_or_stalled() {
                 "handling_p95_ms": percentile(&latencies, 0.95).as_millis() as u64,
                 "handling_max_ms": percentile(&latencies, 1.0).as_millis() as u64,
                 "rss_kib_after_each_burst": rss,
-                "spans_exported": metric(&exposition, "gha_listener_spans_exported_total"),
-                "spans_export_failed": metric(&exposition, "gha_listener_spans_export_failed_total"),
-                "spans_dropped": metric(&exposition, "gha_listener_spans_dropped_total"),
-                "spans_pending": metric(&exposition, "gha_listener_spans_pending"),
+                "spans_exported": metric_value(&exposition, "gha_listener_spans_exported_total"),
+                "spans_export_failed": metric_value(&exposition, "gha_listener_spans_export_failed_total"),
+                "spans_dropped": metric_value(&exposition, "gha_listener_spans_dropped_total"),
+                "spans_pending": metric_value(&exposition, "gha_listener_spans_pending"),
             }),
         )
     }))

@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,13 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 
-const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
+mod common;
+use common::{free_addr, http_get};
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
+const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
 /// What the proxy saw: response bodies and request `Authorization` values.
 #[derive(Default)]
@@ -196,18 +192,6 @@ fn find_leaks(haystacks: &[(&str, &str)], needles: &BTreeSet<String>) -> Vec<Str
         }
     }
     leaks
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return String::new();
-    };
-    let _ = stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
