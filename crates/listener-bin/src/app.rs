@@ -281,8 +281,8 @@ async fn run_session(
         )
     };
     let scaler = EphemeralRunnerSetScaler::from_environment(scaler_config)
-    .await
-    .map_err(|e| anyhow!("Kubernetes client: {e}"))?;
+        .await
+        .map_err(|e| anyhow!("Kubernetes client: {e}"))?;
 
     let owner = hostname::get()
         .ok()
