@@ -202,6 +202,9 @@ impl SpanRecorder {
         let _ = stop.send(Instant::now() + timeout);
         if tokio::time::timeout(timeout, &mut task).await.is_err() {
             task.abort();
+            // The abort lands at the task's next yield; until then it may still finish an
+            // export on another thread and count it. Wait, so each span is counted once.
+            let _ = task.await;
             tracing::warn!(?timeout, "span export did not finish in time");
         }
         let lost = self.metrics.pending.get();
