@@ -24,13 +24,9 @@ echo "== quick fault scenarios and the secrets scan"
 cargo test -p listener-bin --test reliability --test secrets -- --nocapture
 
 echo "== chaos scenarios (concurrent)"
-# The scenarios are timed on a shared 2-core machine; a failed run is repeated once, and
-# the repeat is announced, so a timing race shows in the log without hiding a real failure
-# (a real one fails twice).
-if ! cargo test -p listener-bin --test reliability -- --ignored --nocapture --test-threads=8; then
-    echo "CHAOS RETRY: a scenario failed; running the scenarios once more (see the failure above)"
-    cargo test -p listener-bin --test reliability -- --ignored --nocapture --test-threads=8
-fi
+# No repeat on failure: a red run is a finding to investigate. (The 20% scenario, which
+# once flaked, now judges its end state by what the fake's statistics dictate.)
+cargo test -p listener-bin --test reliability -- --ignored --nocapture --test-threads=8
 
 echo "== cargo deny: licenses, bans, sources (advisories need GitHub, unreachable offline)"
 if ! command -v cargo-deny >/dev/null 2>&1; then

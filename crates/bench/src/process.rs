@@ -3,16 +3,15 @@
 //! collector states of figure 5.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use simulator::actions::Endpoint;
 use simulator::kube_api::FakeKubeApi;
 use simulator::otlp_sink::OtlpSink;
+use simulator::support::{self, free_addr, http_get, metric_value, wait_until_every};
 use simulator::workload::{Environment, EnvironmentOptions, NAMESPACE, SET_NAME};
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::procfs::{self, Usage};
@@ -109,11 +108,6 @@ impl Drop for Collector {
     }
 }
 
-pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
 /// Fakes with metrics on and spans going to `collector`.
 pub async fn environment(
     dir: &Path,
@@ -132,10 +126,9 @@ pub async fn environment(
 
 /// A running `ghalistener`.
 pub struct ListenerProcess {
-    child: Child,
+    process: support::ListenerProcess,
     pub pid: u32,
     pub spawned_at: SystemTime,
-    pub log: PathBuf,
 }
 
 impl ListenerProcess {
@@ -149,32 +142,12 @@ impl ListenerProcess {
         env: &Environment,
         extra_env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let log = env.dir().join("listener.log");
-        let file = std::fs::File::create(&log)?;
-        let spawned_at = SystemTime::now();
-        let child = Command::new(binary)
-            .env("LISTENER_CONFIG_PATH", &env.config_path)
-            .env("KUBECONFIG", &env.kubeconfig_path)
-            .env_remove("RUST_LOG")
-            .env_remove("OTEL_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .envs(extra_env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
-            .spawn()
+        let process = support::ListenerProcess::spawn_with(binary, env, extra_env)
             .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id().context("child pid")?;
         Ok(Self {
-            child,
-            pid,
-            spawned_at,
-            log,
+            pid: process.pid(),
+            spawned_at: process.spawned_at(),
+            process,
         })
     }
 
@@ -183,17 +156,17 @@ impl ListenerProcess {
             anyhow!(
                 "cannot read /proc/{} (did the listener exit? see {})",
                 self.pid,
-                self.log.display()
+                self.process.log().display()
             )
         })
     }
 
     /// Fails when the listener already exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
+        if let Some(status) = self.process.try_exit()? {
             bail!(
                 "the listener exited early ({status}); its log:\n{}",
-                tail(&self.log)
+                self.process.tail(20)
             );
         }
         Ok(())
@@ -201,25 +174,12 @@ impl ListenerProcess {
 
     /// SIGTERM, as the kubelet sends it; killed when it does not exit within 10 s.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .await;
-        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-            Ok(_) => Ok(()),
-            Err(_) => {
-                let _ = self.child.start_kill();
-                bail!("the listener did not exit within 10 s of SIGTERM")
-            }
+        let stopped = self.process.terminate(Duration::from_secs(10)).await?;
+        if stopped.exit.is_none() {
+            bail!("the listener did not exit within 10 s of SIGTERM")
         }
+        Ok(())
     }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// Wait for the first scale patch; returns its stamp in the fake.
@@ -229,25 +189,26 @@ pub async fn first_scale_patch(
     timeout: Duration,
 ) -> anyhow::Result<SystemTime> {
     let set_path = FakeKubeApi::set_path(NAMESPACE, SET_NAME);
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(r) = env
+    let mut patched_at = None;
+    // The stamp comes from the fake's log, so the poll interval does not skew it.
+    wait_until_every(timeout, Duration::from_millis(1), || {
+        patched_at = env
             .kube
             .requests()
             .iter()
             .find(|r| r.method == "PATCH" && r.path == set_path)
-        {
-            return Ok(r.at);
-        }
-        listener.check_alive()?;
-        if Instant::now() > deadline {
-            bail!(
-                "no scale patch within {timeout:?}; listener log:\n{}",
-                tail(&listener.log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+            .map(|r| r.at);
+        patched_at.is_some() || listener.check_alive().is_err()
+    })
+    .await;
+    if let Some(at) = patched_at {
+        return Ok(at);
     }
+    listener.check_alive()?;
+    bail!(
+        "no scale patch within {timeout:?}; listener log:\n{}",
+        listener.process.tail(20)
+    )
 }
 
 /// Start-up and idle memory of one fresh listener.
@@ -306,28 +267,12 @@ pub struct SpanCounters {
 
 /// Scrape the listener's `/metrics` for its span counters.
 pub async fn span_counters(addr: SocketAddr) -> Option<SpanCounters> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await
-        .ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
-    let sum = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let text = http_get(addr, "/metrics").await;
     let counters = SpanCounters {
-        exported: sum("gha_listener_spans_exported_total"),
-        failed: sum("gha_listener_spans_export_failed_total"),
-        dropped: sum("gha_listener_spans_dropped_total"),
-        pending: sum("gha_listener_spans_pending"),
+        exported: metric_value(&text, "gha_listener_spans_exported_total"),
+        failed: metric_value(&text, "gha_listener_spans_export_failed_total"),
+        dropped: metric_value(&text, "gha_listener_spans_dropped_total"),
+        pending: metric_value(&text, "gha_listener_spans_pending"),
     };
     text.contains("gha_listener_spans_").then_some(counters)
 }

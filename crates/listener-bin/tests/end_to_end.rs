@@ -1,51 +1,33 @@
 //! The real `ghalistener` binary against the simulator's fakes, through a kubeconfig.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
-use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use simulator::otlp_sink::OtlpSink;
+use simulator::support::{
+    ListenerProcess, environment_command, free_addr, http_get, http_ok, listener_command,
+    metric_value, wait_until,
+};
 use simulator::workload::{
     DEMO_TOKEN, Environment, EnvironmentOptions, NAMESPACE, SET_NAME, WorkloadOptions,
     run_workload, wait_for_replicas,
 };
-use tokio::process::{Child, Command};
-
-mod common;
-use common::{free_addr, http_get, metric_value, wait_until};
 
 const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
-fn spawn_listener(env: &Environment, log: &Path) -> Child {
-    let file = std::fs::File::create(log).expect("log file");
-    Command::new(LISTENER)
-        .env("LISTENER_CONFIG_PATH", &env.config_path)
-        .env("KUBECONFIG", &env.kubeconfig_path)
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .stdout(Stdio::from(file.try_clone().expect("log file")))
-        .stderr(Stdio::from(file))
-        .kill_on_drop(true)
-        .spawn()
+fn spawn_listener(env: &Environment, log: &std::path::Path) -> ListenerProcess {
+    ListenerProcess::start(environment_command(LISTENER, env), log, None)
         .expect("spawn ghalistener")
 }
 
-async fn sigterm(child: &mut Child) -> (Option<i32>, Duration) {
-    let pid = child.id().expect("pid");
-    let sent = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+async fn sigterm(child: &mut ListenerProcess) -> (Option<i32>, Duration) {
+    let stopped = child
+        .terminate(Duration::from_secs(30))
         .await
-        .expect("listener exits after SIGTERM")
-        .expect("wait");
-    (exit.code(), sent.elapsed())
+        .expect("sigterm");
+    assert!(stopped.exit.is_some(), "listener exits after SIGTERM");
+    (stopped.code(), stopped.took)
 }
 
 /// The fake logs path and query; kube-rs may add an empty query.
@@ -57,7 +39,7 @@ fn bare_path(path: &str) -> &str {
 async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = OtlpSink::start().await.expect("otlp sink");
-    let metrics_addr = free_addr();
+    let metrics_addr = free_addr().expect("free port");
     let mut options = EnvironmentOptions::new(dir.path());
     options.long_poll_hold = Duration::from_secs(1);
     options.metrics_addr = Some(metrics_addr);
@@ -174,10 +156,7 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
     );
     assert!(exposition.contains("job_result=\"failed\""), "{exposition}");
     let ready = http_get(metrics_addr, "/readyz").await;
-    assert!(
-        ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"),
-        "{ready}"
-    );
+    assert!(http_ok(&ready), "{ready}");
 
     // Spans: three per completed job, error status on failed executions.
     let spans = sink.wait_for_spans(24, Duration::from_secs(20)).await;
@@ -249,7 +228,7 @@ async fn run_with_config(config: &serde_json::Value) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.json");
     std::fs::write(&path, config.to_string()).expect("write config");
-    Command::new(LISTENER)
+    listener_command(LISTENER)
         .env("LISTENER_CONFIG_PATH", &path)
         .output()
         .await
@@ -300,11 +279,8 @@ async fn bad_configs_exit_non_zero_naming_the_field() {
         );
     }
 
-    let missing = Command::new(LISTENER)
-        .env_remove("LISTENER_CONFIG_PATH")
-        .output()
-        .await
-        .expect("run");
+    // The clean environment has no LISTENER_CONFIG_PATH.
+    let missing = listener_command(LISTENER).output().await.expect("run");
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("LISTENER_CONFIG_PATH"));
 

@@ -10,22 +10,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use simulator::actions::{Endpoint, Fault};
 use simulator::otlp_sink::OtlpSink;
+use simulator::support::{
+    ListenerProcess, environment_command, free_addr, http_get, listener_command,
+};
 use simulator::workload::{
     DEMO_TOKEN, Environment, EnvironmentOptions, WorkloadOptions, run_workload, wait_for_replicas,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
-
-mod common;
-use common::{free_addr, http_get};
 
 const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
@@ -198,7 +196,7 @@ fn find_leaks(haystacks: &[(&str, &str)], needles: &BTreeSet<String>) -> Vec<Str
 async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = OtlpSink::start().await.expect("otlp sink");
-    let metrics_addr = free_addr();
+    let metrics_addr = free_addr().expect("free port");
     let mut options = EnvironmentOptions::new(dir.path());
     options.long_poll_hold = Duration::from_secs(1);
     options.metrics_addr = Some(metrics_addr);
@@ -212,15 +210,12 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
 
     let stdout_path = dir.path().join("stdout.log");
     let stderr_path = dir.path().join("stderr.log");
-    let mut child = Command::new(LISTENER)
-        .env("LISTENER_CONFIG_PATH", &env.config_path)
-        .env("KUBECONFIG", &env.kubeconfig_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let mut child = ListenerProcess::start(
+        environment_command(LISTENER, &env),
+        &stdout_path,
+        Some(&stderr_path),
+    )
+    .expect("spawn");
 
     // Jobs, then every token refreshed once and failing calls (errors carry URLs).
     let workload = WorkloadOptions {
@@ -260,17 +255,12 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     let ready = http_get(metrics_addr, "/readyz").await;
     let health = http_get(metrics_addr, "/healthz").await;
     assert!(metrics.contains("gha_listener_messages_total"), "{metrics}");
-    let pid = child.id().expect("pid");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let stopped = child
+        .terminate(Duration::from_secs(30))
         .await
-        .expect("exit")
-        .expect("wait");
-    assert_eq!(exit.code(), Some(0));
+        .expect("sigterm");
+    assert!(stopped.exit.is_some(), "exit");
+    assert_eq!(stopped.code(), Some(0));
 
     // Exit errors: a rejected PAT, and a bad config holding a PAT.
     let rejected_pat = "ghp_rejectedButSecret0000000000000000000";
@@ -281,7 +271,7 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     std::fs::write(&bad_path, bad.to_string()).unwrap();
     let rejected = tokio::time::timeout(
         Duration::from_secs(60),
-        Command::new(LISTENER)
+        listener_command(LISTENER)
             .env("LISTENER_CONFIG_PATH", &bad_path)
             .env("KUBECONFIG", &env.kubeconfig_path)
             .output(),
@@ -294,7 +284,7 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     invalid["max_runners"] = json!(-1);
     let invalid_path = dir.path().join("invalid.json");
     std::fs::write(&invalid_path, invalid.to_string()).unwrap();
-    let invalid_run = Command::new(LISTENER)
+    let invalid_run = listener_command(LISTENER)
         .env("LISTENER_CONFIG_PATH", &invalid_path)
         .output()
         .await

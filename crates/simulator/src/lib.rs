@@ -7,4 +7,5 @@
 pub mod actions;
 pub mod kube_api;
 pub mod otlp_sink;
+pub mod support;
 pub mod workload;

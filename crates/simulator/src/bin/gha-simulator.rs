@@ -9,16 +9,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use simulator::otlp_sink::{OtlpSink, ReceivedSpan};
+use simulator::support::{ListenerProcess, free_addr, http_body, http_get};
 use simulator::workload::{
     Environment, EnvironmentOptions, WorkloadEvent, WorkloadOptions, run_workload,
     wait_for_replicas,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "usage:
   gha-simulator demo [--listener PATH] [--dir DIR] [--waves 3,8,5] [--job-seconds N]
@@ -137,17 +137,12 @@ fn workload_options(args: &Args) -> WorkloadOptions {
     }
 }
 
-fn free_local_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().context("serve needs --dir DIR")?;
     let mut options = EnvironmentOptions::new(&dir);
     options.metrics_addr = Some(match args.metrics_addr {
         Some(a) => a,
-        None => free_local_addr()?,
+        None => free_addr()?,
     });
     options.otel_endpoint = args.otel_endpoint.clone();
     let env = Environment::start(options).await?;
@@ -232,7 +227,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         None => Some(OtlpSink::start().await?),
     };
     let mut options = EnvironmentOptions::new(&dir);
-    options.metrics_addr = Some(free_local_addr()?);
+    options.metrics_addr = Some(free_addr()?);
     options.otel_endpoint = args
         .otel_endpoint
         .clone()
@@ -258,14 +253,9 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!();
 
-    let log = std::fs::File::create(dir.join("listener.log"))?;
-    let mut child = tokio::process::Command::new(&listener_bin)
-        .env("LISTENER_CONFIG_PATH", &env.config_path)
-        .env("KUBECONFIG", &env.kubeconfig_path)
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
+    // A clean environment: the listener follows the config written above, not whatever
+    // RUST_LOG or OTEL_* the shell exported.
+    let mut child = ListenerProcess::spawn(&listener_bin, &env)
         .with_context(|| format!("starting {}", listener_bin.display()))?;
 
     let started = Instant::now();
@@ -306,7 +296,8 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     }
     print_new_spans(&sink);
 
-    let metrics = http_get(metrics_addr, "/metrics").await.unwrap_or_default();
+    let response = http_get(metrics_addr, "/metrics").await;
+    let metrics = http_body(&response);
     println!();
     println!("== metrics (gha_* series, from http://{metrics_addr}/metrics)");
     for line in metrics
@@ -317,22 +308,12 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     // SIGTERM, as the kubelet sends it; the listener deletes its session and exits 0.
-    let pid = child.id().context("listener pid")?;
-    let term_sent = Instant::now();
-    let _ = tokio::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .await;
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let exit = match status {
-        Ok(Ok(s)) => s
+    let stopped = child.terminate(Duration::from_secs(10)).await?;
+    let exit = match stopped.exit {
+        Some(s) => s
             .code()
             .map_or_else(|| "killed by a signal".to_string(), |c| c.to_string()),
-        _ => {
-            let _ = child.start_kill();
-            "did not exit within 10 s".to_string()
-        }
+        None => "did not exit within 10 s".to_string(),
     };
     let stats = env.actions.stats();
     println!();
@@ -361,7 +342,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!(
         "   listener exit after SIGTERM           {exit} in {} ms",
-        term_sent.elapsed().as_millis()
+        stopped.took.as_millis()
     );
     let ok = !summary.timed_out && scaled_down && exit == "0" && stats.sessions_deleted >= 1;
     println!(
@@ -377,18 +358,4 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A plain HTTP/1.0 GET on loopback (the simulator has no HTTP client of its own).
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
 }
