@@ -1,40 +1,34 @@
-//! Composition: config → recorders → Actions session → scaler → loop → orderly shutdown.
+//! Composition: settings → recorders → Actions session → scaler → loop → orderly shutdown.
+//!
+//! What each piece is lives in its module ([`crate::settings`], [`crate::health`],
+//! [`crate::shutdown`], [`crate::retry_metrics`]); this one only builds them, wires them
+//! together and takes them down in order, each step within its part of the shutdown budget.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use github_client::{ActionsClient, ClientOptions, Credentials, GitHubConfigUrl, SecretString};
+use github_client::{ActionsClient, ClientOptions};
 use recorders::{
-    CompositeRecorder, IdScheme, MetricsConfig, MetricsServer, OtelSettings, PrometheusRecorder,
-    Readiness, Recorder, ScaleSetLabels, SpanRecorder,
+    CompositeRecorder, MetricsServer, PrometheusRecorder, Readiness, Recorder, SpanRecorder,
 };
-use scaler::{EphemeralRunnerSetScaler, ScalerConfig};
-use tokio_util::sync::CancellationToken;
+use scaler::{EphemeralRunnerSetScaler, RunnerJobStatus, Scaler, ScalerConfig};
 
 use crate::actions_source::ActionsSource;
-use crate::config::{Config, ConfigCredentials};
-use crate::listener::{Listener, LoopHealth, LoopMetrics, LoopSettings, ScaleFailure};
+use crate::config::Config;
+use crate::health::Health;
+use crate::listener::{Listener, LoopMetrics, LoopSettings, ScaleFailure};
+use crate::retry_metrics::RetryCounters;
+use crate::settings::Settings;
+use crate::shutdown::Shutdown;
 use crate::source::MessageSource;
 
-/// Env overrides for the keys ARC's controller cannot write into config.json: the Helm
-/// chart sets these on the listener container.
-pub const OTEL_ID_SCHEME_ENV: &str = "GHALISTENER_OTEL_ID_SCHEME";
-pub const OTEL_INSECURE_ENV: &str = "OTEL_EXPORTER_OTLP_INSECURE";
+pub use crate::settings::{
+    LONG_POLL_TIMEOUT_ENV, OTEL_ID_SCHEME_ENV, OTEL_INSECURE_ENV, READINESS_STALE_AFTER_ENV,
+};
 
 /// The most job messages the service puts in one queue message.
 const RUNNER_PATCH_CONCURRENCY: usize = 50;
-
-/// Readiness turns false when no poll finished for this long (the long poll holds ~50 s).
-const STALE_AFTER: Duration = Duration::from_secs(120);
-/// Overrides of the long-poll timeout (default 70 s) and of the readiness staleness
-/// (default 120 s), in whole seconds; for fault-injection suites and unusual networks.
-pub const LONG_POLL_TIMEOUT_ENV: &str = "GHALISTENER_LONG_POLL_TIMEOUT_SECS";
-pub const READINESS_STALE_AFTER_ENV: &str = "GHALISTENER_READINESS_STALE_AFTER_SECS";
-/// Bounds on the shutdown steps, well inside ARC's 60 s grace period.
-const SESSION_DELETE_TIMEOUT: Duration = Duration::from_secs(3);
-const SPAN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ScaleFailure for scaler::ScalerError {
     fn is_configuration_error(&self) -> bool {
@@ -42,98 +36,36 @@ impl ScaleFailure for scaler::ScalerError {
     }
 }
 
-/// `scheme://host[:port]` of the configure URL.
-fn server_url(configure_url: &str) -> String {
-    match url_origin(configure_url) {
-        Some(origin) if !origin.contains("://www.github.com") => origin,
-        _ => "https://github.com".to_owned(),
+/// The scaler, shared with the retry counters that read its total at scrape time.
+struct SharedScaler(Arc<EphemeralRunnerSetScaler>);
+
+impl Scaler for SharedScaler {
+    type Error = scaler::ScalerError;
+
+    fn handle_desired_runner_count(
+        &self,
+        count: i64,
+        jobs_changed: bool,
+    ) -> impl Future<Output = Result<i32, Self::Error>> + Send {
+        self.0.handle_desired_runner_count(count, jobs_changed)
+    }
+
+    fn handle_jobs_started(&self, jobs: Vec<RunnerJobStatus>) -> impl Future<Output = ()> + Send {
+        self.0.handle_jobs_started(jobs)
     }
 }
 
-fn url_origin(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
-    Some(format!("{scheme}://{host}"))
+/// Run the listener until `shutdown` is requested (`Ok`) or an unrecoverable error. A bare
+/// `CancellationToken` gets the listener's default shutdown budget.
+pub async fn run(config: Config, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
+    let shutdown = shutdown.into();
+    let settings = Settings::from_process_env(config)?;
+    run_with(settings, &shutdown).await
 }
 
-fn env_map() -> HashMap<String, String> {
-    std::env::vars().collect()
-}
-
-/// A positive whole number of seconds from `key`, if set.
-fn env_secs(env: &HashMap<String, String>, key: &str) -> anyhow::Result<Option<Duration>> {
-    let Some(raw) = env.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    match raw.parse::<u64>() {
-        Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
-        _ => Err(anyhow!(
-            "environment variable `{key}`: {raw:?} is not a positive whole number of seconds"
-        )),
-    }
-}
-
-/// Retries done inside the GitHub client and the scaler, mirrored onto `/metrics`.
-struct RetryCounters {
-    github: prometheus::IntCounter,
-    kubernetes: prometheus::IntCounter,
-}
-
-impl RetryCounters {
-    fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
-        let counter =
-            |name: &str, help: &str| -> Result<prometheus::IntCounter, prometheus::Error> {
-                let c = prometheus::IntCounter::new(name, help)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
-        Ok(Self {
-            github: counter(
-                "gha_listener_github_retries_total",
-                "GitHub and Actions service requests retried (transport errors, timeouts, 429, 5xx).",
-            )?,
-            kubernetes: counter(
-                "gha_listener_kubernetes_retries_total",
-                "Kubernetes API patches retried (transport errors, timeouts, 409, 429, 5xx).",
-            )?,
-        })
-    }
-
-    /// Raise the counters to the sources' monotonic totals.
-    fn sync(&self, github_total: u64, kubernetes_total: u64) {
-        for (counter, total) in [
-            (&self.github, github_total),
-            (&self.kubernetes, kubernetes_total),
-        ] {
-            let behind = total.saturating_sub(counter.get());
-            if behind > 0 {
-                counter.inc_by(behind);
-            }
-        }
-    }
-}
-
-fn env_flag(env: &HashMap<String, String>, key: &str) -> Option<bool> {
-    env.get(key)
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-}
-
-/// Run the listener until SIGTERM/SIGINT (`Ok`) or an unrecoverable error.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let env = env_map();
-    let config_url = GitHubConfigUrl::parse(&config.configure_url)
-        .map_err(|e| anyhow!("config key `configure_url`: {e}"))?;
-    let labels = ScaleSetLabels {
-        name: config.ephemeral_runner_set_name.clone(),
-        namespace: config.ephemeral_runner_set_namespace.clone(),
-        enterprise: config_url.enterprise().to_owned(),
-        organization: config_url.organization().to_owned(),
-        repository: config_url.repository().to_owned(),
-    };
-
-    let long_poll_timeout = env_secs(&env, LONG_POLL_TIMEOUT_ENV)?;
-    let stale_after = env_secs(&env, READINESS_STALE_AFTER_ENV)?.unwrap_or(STALE_AFTER);
-
+/// Run with resolved settings.
+pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let budget = shutdown.budget();
     let registry = prometheus::Registry::new();
     let loop_metrics = LoopMetrics::register(&registry).context("registering listener metrics")?;
     let retry_counters =
@@ -141,133 +73,91 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let readiness = Readiness::new();
     let mut composite = CompositeRecorder::default();
 
-    let metrics_server = if config.metrics_addr.is_empty() {
-        None
-    } else {
-        let metrics_config: Option<MetricsConfig> = match &config.metrics {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(v.clone())
-                    .map_err(|e| anyhow!("config key `metrics`: {e}"))?,
-            ),
-        };
-        let prometheus =
-            PrometheusRecorder::new(labels.clone(), metrics_config.as_ref(), &registry)
-                .map_err(|e| anyhow!("config key `metrics`: {e}"))?;
-        composite.push(Arc::new(prometheus));
-        let server = MetricsServer::start(
-            &config.metrics_addr,
-            config.metrics_endpoint_or_default(),
-            registry.clone(),
-            readiness.clone(),
-        )
-        .await
-        .map_err(|e| anyhow!("config key `metrics_addr`: {e}"))?;
-        Some(server)
+    let metrics_server = match &settings.metrics {
+        None => None,
+        Some(metrics) => {
+            let prometheus = PrometheusRecorder::new(
+                settings.labels.clone(),
+                metrics.config.as_ref(),
+                &registry,
+            )
+            .map_err(|e| anyhow!("config key `metrics`: {e}"))?;
+            composite.push(Arc::new(prometheus));
+            let server = MetricsServer::start(
+                &metrics.addr,
+                &metrics.endpoint,
+                registry.clone(),
+                readiness.clone(),
+            )
+            .await
+            .map_err(|e| anyhow!("config key `metrics_addr`: {e}"))?;
+            Some(server)
+        }
     };
 
-    let id_scheme_name = config
-        .otel_id_scheme
-        .clone()
-        .or_else(|| env.get(OTEL_ID_SCHEME_ENV).cloned())
-        .filter(|s| !s.trim().is_empty());
-    let id_scheme: IdScheme = match id_scheme_name {
-        Some(name) => name
-            .trim()
-            .parse()
-            .map_err(|e| anyhow!("config key `otel_id_scheme`: {e}"))?,
-        None => IdScheme::default(),
+    let spans = match &settings.otel {
+        Some(otel) => {
+            let recorder = Arc::new(
+                SpanRecorder::start(otel.clone(), &settings.labels, &registry)
+                    .map_err(|e| anyhow!("OpenTelemetry exporter: {e}"))?,
+            );
+            composite.push(recorder.clone());
+            Some(recorder)
+        }
+        None => None,
     };
-    let insecure = config
-        .otel_insecure
-        .or_else(|| env_flag(&env, OTEL_INSECURE_ENV))
-        .unwrap_or(false);
-    let spans =
-        match OtelSettings::resolve(config.otel_endpoint.as_deref(), insecure, id_scheme, &env)
-            .map_err(|e| anyhow!("config key `otel_endpoint`: {e}"))?
-        {
-            Some(mut settings) => {
-                // vcs.repository.url.full points at the GitHub the jobs come from (GHES too).
-                settings.server_url = server_url(&config.configure_url);
-                let recorder = Arc::new(
-                    SpanRecorder::start(settings, &labels, &registry)
-                        .map_err(|e| anyhow!("OpenTelemetry exporter: {e}"))?,
-                );
-                composite.push(recorder.clone());
-                Some(recorder)
-            }
-            None => None,
-        };
+    let config = &settings.config;
     composite.record_static(config.min_runners_i32(), config.max_runners_i32());
     let recorder: Arc<dyn Recorder> = Arc::new(composite);
 
+    let health = Health::new(readiness, settings.stale_after);
     let result = run_session(
-        &config,
-        &labels,
+        &settings,
         recorder,
         loop_metrics,
         &retry_counters,
-        SessionTimeouts {
-            long_poll: long_poll_timeout,
-            stale_after,
-        },
-        &readiness,
-        &shutdown,
+        &health,
+        shutdown,
     )
     .await;
 
-    readiness.set_ready(false);
+    health.loop_ended();
     if let Some(spans) = &spans {
-        spans.shutdown(SPAN_FLUSH_TIMEOUT).await;
+        spans.shutdown(budget.span_flush).await;
     }
     if let Some(server) = &metrics_server {
-        server.shutdown().await;
+        // Dropping the wait leaves the server task to the runtime's own stop.
+        if tokio::time::timeout(budget.metrics_drain, server.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("metrics server did not stop within its part of the shutdown budget");
+        }
     }
     result
 }
 
-/// Timeouts the environment may override.
-struct SessionTimeouts {
-    long_poll: Option<Duration>,
-    stale_after: Duration,
-}
-
-#[allow(clippy::too_many_arguments)]
 async fn run_session(
-    config: &Config,
-    labels: &ScaleSetLabels,
+    settings: &Settings,
     recorder: Arc<dyn Recorder>,
     loop_metrics: LoopMetrics,
     retry_counters: &RetryCounters,
-    timeouts: SessionTimeouts,
-    readiness: &Readiness,
-    shutdown: &CancellationToken,
+    health: &Health,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let credentials = match config.credentials()? {
-        ConfigCredentials::Token(token) => Credentials::Token(SecretString::new(token)),
-        ConfigCredentials::App {
-            app_id,
-            installation_id,
-            private_key,
-        } => Credentials::App {
-            app_id,
-            installation_id,
-            private_key: SecretString::new(private_key),
-        },
-    };
-    let mut options = ClientOptions {
-        root_ca_pem: Some(config.server_root_ca.clone()).filter(|s| !s.trim().is_empty()),
-        ..ClientOptions::default()
-    };
-    if let Some(timeout) = timeouts.long_poll {
+    let config = &settings.config;
+    if settings.client_options.long_poll_timeout != ClientOptions::default().long_poll_timeout {
         tracing::info!(
-            timeout_s = timeout.as_secs(),
+            timeout_s = settings.client_options.long_poll_timeout.as_secs(),
             "long-poll timeout overridden"
         );
-        options.long_poll_timeout = timeout;
     }
-    let client = ActionsClient::new(&config.configure_url, credentials, options)
-        .map_err(|e| anyhow!("GitHub client: {e}"))?;
+    let client = ActionsClient::new(
+        &config.configure_url,
+        settings.credentials.clone(),
+        settings.client_options.clone(),
+    )
+    .map_err(|e| anyhow!("GitHub client: {e}"))?;
 
     let scaler_config = ScalerConfig {
         // A message carries at most 50 jobs: all of its runner patches go out in one
@@ -280,9 +170,11 @@ async fn run_session(
             config.max_runners_i32(),
         )
     };
-    let scaler = EphemeralRunnerSetScaler::from_environment(scaler_config)
-        .await
-        .map_err(|e| anyhow!("Kubernetes client: {e}"))?;
+    let scaler = Arc::new(
+        EphemeralRunnerSetScaler::from_environment(scaler_config)
+            .await
+            .map_err(|e| anyhow!("Kubernetes client: {e}"))?,
+    );
 
     let owner = hostname::get()
         .ok()
@@ -292,67 +184,55 @@ async fn run_session(
     tracing::info!(
         scale_set_id = config.runner_scale_set_id,
         scale_set = %config.runner_scale_set_name,
-        namespace = %labels.namespace,
-        ephemeral_runner_set = %labels.name,
+        namespace = %settings.labels.namespace,
+        ephemeral_runner_set = %settings.labels.name,
         min_runners = config.min_runners,
         max_runners = config.max_runners,
         owner = %owner,
         "starting listener"
     );
-    let source = match ActionsSource::open(client, config.runner_scale_set_id, owner, shutdown)
-        .await
-        .map_err(|e| anyhow!("message session: {e}"))?
-    {
-        Some(source) => source,
-        None => {
-            tracing::info!("shutdown requested before the session was created");
-            return Ok(());
-        }
-    };
+    let source =
+        match ActionsSource::open(client, config.runner_scale_set_id, owner, shutdown.token())
+            .await
+            .map_err(|e| anyhow!("message session: {e}"))?
+        {
+            Some(source) => source,
+            None => {
+                tracing::info!("shutdown requested before the session was created");
+                return Ok(());
+            }
+        };
 
     let client = source.client().clone();
-    let health = LoopHealth::default();
+    let scaler_totals = scaler.clone();
+    retry_counters.read_from(
+        move || client.metrics().retries(),
+        move || scaler_totals.retries(),
+    );
     let listener = Listener::new(
         source,
-        scaler,
+        SharedScaler(scaler),
         recorder,
         LoopSettings {
             max_runners: config.max_runners_i32(),
+            shutdown_grace: shutdown.budget().work_in_hand,
             ..LoopSettings::default()
         },
         loop_metrics,
-        health.clone(),
+        health.loop_health().clone(),
     );
-    // The watchdog never returns: the loop's end ends the select.
+    // The staleness watcher never returns: the loop's end ends the select.
     let result = tokio::select! {
-        result = listener.run(shutdown.clone()) => result,
-        never = watchdog(&health, readiness, timeouts.stale_after, || {
-            retry_counters.sync(client.metrics().retries(), listener.scaler().retries());
-        }) => match never {},
+        result = listener.run(shutdown.token().clone()) => result,
+        never = health.watch_staleness() => match never {},
     };
-    retry_counters.sync(client.metrics().retries(), listener.scaler().retries());
-    readiness.set_ready(false);
+    health.loop_ended();
 
     // Delete the session in every case, so the next listener does not meet a 409.
-    match tokio::time::timeout(SESSION_DELETE_TIMEOUT, listener.source().close()).await {
+    match tokio::time::timeout(shutdown.budget().session_delete, listener.source().close()).await {
         Ok(Ok(())) => tracing::info!("message session deleted"),
         Ok(Err(e)) => tracing::warn!(error = %e, "deleting the message session failed"),
         Err(_) => tracing::warn!("deleting the message session timed out"),
     }
     result.map_err(|e| anyhow!("{e}"))
-}
-
-/// Every second: readiness from the loop's health, and the retry counters.
-async fn watchdog(
-    health: &LoopHealth,
-    readiness: &Readiness,
-    stale_after: Duration,
-    sync_counters: impl Fn(),
-) -> std::convert::Infallible {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        readiness.set_ready(health.is_ready(stale_after));
-        sync_counters();
-    }
 }

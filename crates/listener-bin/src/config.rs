@@ -1,18 +1,21 @@
 //! ARC's listener `config.json`, exactly as the controller writes it, plus the keys this
 //! listener adds (`otel_endpoint`, `otel_insecure`, `otel_id_scheme`).
 //!
-//! Validation follows the anchor (`cmd/ghalistener/config`), with errors that name the key
-//! to fix. Unknown keys are ignored, as Go's decoder does.
+//! Validation follows the Go listener (`cmd/ghalistener/config`), with errors that name the
+//! key to fix. Unknown keys are ignored, as Go's decoder does. The struct is the one list of
+//! keys and types: a value of the wrong type is named by the path `serde_path_to_error`
+//! reports. Secrets are [`SecretString`]s, so `Debug` (the config is logged at debug level)
+//! cannot show them.
 
-use std::fmt;
 use std::path::Path;
 
+use github_client::SecretString;
 use serde::{Deserialize, Deserializer};
 
 /// Environment variable naming the config file, as ARC sets it.
 pub const CONFIG_PATH_ENV: &str = "LISTENER_CONFIG_PATH";
 
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub configure_url: String,
@@ -23,8 +26,10 @@ pub struct Config {
     #[serde(deserialize_with = "string_or_number")]
     pub github_app_id: String,
     pub github_app_installation_id: i64,
-    pub github_app_private_key: String,
-    pub github_token: String,
+    #[serde(deserialize_with = "secret")]
+    pub github_app_private_key: SecretString,
+    #[serde(deserialize_with = "secret")]
+    pub github_token: SecretString,
     pub ephemeral_runner_set_namespace: String,
     pub ephemeral_runner_set_name: String,
     pub max_runners: i64,
@@ -43,44 +48,6 @@ pub struct Config {
     pub otel_id_scheme: Option<String>,
 }
 
-/// Secrets stay out of Debug output: the config is logged at debug level.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |s: &str| if s.is_empty() { "" } else { "[redacted]" };
-        f.debug_struct("Config")
-            .field("configure_url", &self.configure_url)
-            .field("vault_type", &self.vault_type)
-            .field("github_app_id", &self.github_app_id)
-            .field(
-                "github_app_installation_id",
-                &self.github_app_installation_id,
-            )
-            .field(
-                "github_app_private_key",
-                &redact(&self.github_app_private_key),
-            )
-            .field("github_token", &redact(&self.github_token))
-            .field(
-                "ephemeral_runner_set_namespace",
-                &self.ephemeral_runner_set_namespace,
-            )
-            .field("ephemeral_runner_set_name", &self.ephemeral_runner_set_name)
-            .field("min_runners", &self.min_runners)
-            .field("max_runners", &self.max_runners)
-            .field("runner_scale_set_id", &self.runner_scale_set_id)
-            .field("runner_scale_set_name", &self.runner_scale_set_name)
-            .field("server_root_ca_set", &!self.server_root_ca.is_empty())
-            .field("log_level", &self.log_level)
-            .field("log_format", &self.log_format)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("metrics_endpoint", &self.metrics_endpoint)
-            .field("otel_endpoint", &self.otel_endpoint)
-            .field("otel_insecure", &self.otel_insecure)
-            .field("otel_id_scheme", &self.otel_id_scheme)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
@@ -88,43 +55,25 @@ pub enum ConfigError {
     #[error("config file {path} is not valid JSON: {reason}")]
     Json { path: String, reason: String },
     #[error("config key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
     }
 }
 
 /// The credentials the config holds, after validation.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigCredentials {
-    Token(String),
+    Token(SecretString),
     App {
         app_id: String,
         installation_id: i64,
-        private_key: String,
+        private_key: SecretString,
     },
-}
-
-impl fmt::Debug for ConfigCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigCredentials::Token(_) => f.write_str("Token([redacted])"),
-            ConfigCredentials::App {
-                app_id,
-                installation_id,
-                ..
-            } => f
-                .debug_struct("App")
-                .field("app_id", app_id)
-                .field("installation_id", installation_id)
-                .field("private_key", &"[redacted]")
-                .finish(),
-        }
-    }
 }
 
 impl Config {
@@ -161,15 +110,15 @@ impl Config {
                 reason: format!("expected a JSON object, found {}", json_kind(&value)),
             });
         };
-        let config: Config = match serde_json::from_value(value.clone()) {
+        let config: Config = match serde_path_to_error::deserialize(&value) {
             Ok(config) => config,
-            Err(e) => return Err(field_error(map, &e)),
+            Err(e) => return Err(field_error(map, e)),
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// The anchor's checks, in its order, plus range checks it leaves to later failures.
+    /// The Go listener's checks, in its order, plus range checks it leaves to later failures.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.configure_url.trim().is_empty() {
             return Err(invalid(
@@ -256,7 +205,7 @@ impl Config {
         Ok(())
     }
 
-    /// PAT xor the complete App triple, as the anchor's `AppConfig.Validate`.
+    /// PAT xor the complete App triple, as the Go listener's `AppConfig.Validate`.
     pub fn credentials(&self) -> Result<ConfigCredentials, ConfigError> {
         let has_token = !self.github_token.is_empty();
         let app_fields = [
@@ -318,33 +267,6 @@ impl Config {
     }
 }
 
-/// The keys this listener reads, with the JSON type each takes.
-const KEY_TYPES: &[(&str, &str)] = &[
-    ("configure_url", "a string"),
-    ("vault_type", "a string"),
-    ("vault_lookup_key", "a string"),
-    ("azure_key_vault", "an object"),
-    ("github_app_id", "a string or a number"),
-    ("github_app_installation_id", "an integer"),
-    ("github_app_private_key", "a string"),
-    ("github_token", "a string"),
-    ("ephemeral_runner_set_namespace", "a string"),
-    ("ephemeral_runner_set_name", "a string"),
-    ("max_runners", "an integer"),
-    ("min_runners", "an integer"),
-    ("runner_scale_set_id", "an integer"),
-    ("runner_scale_set_name", "a string"),
-    ("server_root_ca", "a string"),
-    ("log_level", "a string"),
-    ("log_format", "a string"),
-    ("metrics_addr", "a string"),
-    ("metrics_endpoint", "a string"),
-    ("metrics", "an object"),
-    ("otel_endpoint", "a string"),
-    ("otel_insecure", "a boolean"),
-    ("otel_id_scheme", "a string"),
-];
-
 fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
@@ -357,30 +279,45 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Name the key whose value has the wrong type. The value itself is not echoed: a
-/// credential put under the wrong key must not reach the logs.
+/// Name the key whose value has the wrong type, and the type it takes. The value itself is
+/// not echoed (serde's message quotes it): a credential put under the wrong key must not
+/// reach the logs.
 fn field_error(
     map: &serde_json::Map<String, serde_json::Value>,
-    whole: &serde_json::Error,
+    error: serde_path_to_error::Error<serde_json::Error>,
 ) -> ConfigError {
-    for (key, expected) in KEY_TYPES {
-        let Some(value) = map.get(*key) else {
-            continue;
-        };
-        let alone = serde_json::Value::Object(
-            std::iter::once(((*key).to_owned(), value.clone())).collect(),
-        );
-        if serde_json::from_value::<Config>(alone).is_err() {
-            return invalid(
-                key,
-                format!("must be {expected}, found {}", json_kind(value)),
-            );
-        }
+    // Config is flat, so the first segment is the key; a nested path cannot occur but
+    // would still name its key.
+    let key = match error.path().iter().next() {
+        Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+        _ => String::new(),
+    };
+    let inner = error.into_inner();
+    match map.get(&key) {
+        Some(value) if !key.is_empty() => invalid(
+            key.clone(),
+            format!("must be {}, found {}", expected(&inner), json_kind(value)),
+        ),
+        _ => ConfigError::Json {
+            path: String::new(),
+            reason: inner.to_string(),
+        },
     }
-    ConfigError::Json {
-        path: String::new(),
-        reason: whole.to_string(),
+}
+
+/// What serde expected, in words: the part of its message after the quoted value.
+fn expected(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rsplit_once(", expected ").map(|(_, e)| e) {
+        Some("i64") => "an integer".to_owned(),
+        Some(e) if !e.is_empty() => e.to_owned(),
+        _ => "a value of another type".to_owned(),
     }
+}
+
+/// A string, as for any other string key (`null` is a type error, as before), kept secret.
+fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    String::deserialize(d).map(SecretString::new)
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -388,9 +325,20 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
         None | Some(serde_json::Value::Null) => Ok(String::new()),
         Some(serde_json::Value::String(s)) => Ok(s),
         Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-        Some(_) => Err(serde::de::Error::custom(
-            "github_app_id must be a string or a number",
+        Some(other) => Err(serde::de::Error::invalid_type(
+            unexpected(&other),
+            &"a string or a number",
         )),
+    }
+}
+
+fn unexpected(value: &serde_json::Value) -> serde::de::Unexpected<'_> {
+    use serde::de::Unexpected;
+    match value {
+        serde_json::Value::Bool(b) => Unexpected::Bool(*b),
+        serde_json::Value::Array(_) => Unexpected::Seq,
+        serde_json::Value::Object(_) => Unexpected::Map,
+        _ => Unexpected::Other("a value"),
     }
 }
 

@@ -1,15 +1,27 @@
 //! `ghalistener`: ARC's scale-set listener, composed from the workspace's crates.
 //!
-//! [`config`] reads ARC's `config.json`; [`listener`] is the message loop, generic over a
-//! [`source::MessageSource`], a [`scaler::Scaler`] and a [`recorders::Recorder`], so each
-//! is testable alone.
-#![forbid(unsafe_code)]
+//! Layout:
+//! - [`config`]: ARC's `config.json`, parsed and validated (errors name the key);
+//! - [`settings`]: the config plus the environment overrides, resolved once into [`settings::Settings`];
+//! - [`app`]: composition: builds the recorders, the client, the scaler, the source and the
+//!   loop from the settings, and takes them down in order;
+//! - [`listener`]: the message loop, generic over a [`source::MessageSource`], a
+//!   [`scaler::Scaler`] and a [`recorders::Recorder`], so each is testable alone;
+//! - [`source`], [`actions_source`]: the loop's view of the Actions service, and its real one;
+//! - [`health`]: readiness (`/readyz`), set by the loop;
+//! - [`retry_metrics`]: the client's and the scaler's retry totals, read at scrape time;
+//! - [`shutdown`]: the shutdown request and the one budget of the steps after it;
+//! - [`logging`]: `tracing` set up from `log_level` and `log_format`.
 
 pub mod actions_source;
 pub mod app;
 pub mod config;
+pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod retry_metrics;
+pub mod settings;
+pub mod shutdown;
 pub mod source;
 
 /// The version baked in at build time (`GHALISTENER_VERSION`), else the crate's.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use github_client::{JobMessage, RunnerScaleSetMessage};
-use recorders::Recorder;
+use recorders::{Readiness, Recorder};
 use scaler::{RunnerJobStatus, Scaler};
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +91,8 @@ impl LoopMetrics {
 pub struct LoopHealth {
     session_live: Arc<AtomicBool>,
     last_progress_ms: Arc<AtomicU64>,
+    /// The `/readyz` flag, set here as the loop progresses or loses its session.
+    readiness: Option<Readiness>,
 }
 
 impl LoopHealth {
@@ -101,14 +103,34 @@ impl LoopHealth {
             .unwrap_or(0)
     }
 
+    /// Health that also drives `readiness`.
+    pub fn reporting_to(readiness: Readiness) -> Self {
+        Self {
+            readiness: Some(readiness),
+            ..Self::default()
+        }
+    }
+
     pub fn progress(&self) {
         self.session_live.store(true, Ordering::Relaxed);
         self.last_progress_ms
             .store(Self::now_ms(), Ordering::Relaxed);
+        if let Some(readiness) = &self.readiness {
+            readiness.set_ready(true);
+        }
     }
 
     pub fn set_session_live(&self, live: bool) {
         self.session_live.store(live, Ordering::Relaxed);
+        if let (false, Some(readiness)) = (live, &self.readiness) {
+            readiness.set_ready(false);
+        }
+    }
+
+    /// Time since the last progress, `None` before the first.
+    pub fn since_progress(&self) -> Option<Duration> {
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        (last != 0).then(|| Duration::from_millis(Self::now_ms().saturating_sub(last)))
     }
 
     /// Ready while the session is live and a poll completed within `stale_after`.
@@ -130,7 +152,7 @@ pub struct LoopSettings {
     pub max_backoff: Duration,
     /// After shutdown, how long the work in hand (a message's ack, acquire and patches, or
     /// a scale retried by the scaler) may still run before it is abandoned; an unacked
-    /// message is redelivered to the next listener. Keeps exit well inside the 5 s budget.
+    /// message is redelivered to the next listener. Part of the shutdown budget.
     pub shutdown_grace: Duration,
 }
 
@@ -140,7 +162,7 @@ impl Default for LoopSettings {
             max_runners: i32::MAX,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(2),
+            shutdown_grace: crate::shutdown::ShutdownBudget::DEFAULT.work_in_hand,
         }
     }
 }

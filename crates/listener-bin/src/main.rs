@@ -1,11 +1,10 @@
 //! `ghalistener`: reads ARC's config from `LISTENER_CONFIG_PATH` and runs the listener.
-#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use listener_bin::config::{CONFIG_PATH_ENV, Config};
+use listener_bin::shutdown::Shutdown;
 use listener_bin::{COMMIT, VERSION, app, logging};
-use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let Some(path) = std::env::var_os(CONFIG_PATH_ENV) else {
@@ -39,13 +38,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = Shutdown::new();
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
-        app::run(config, shutdown).await
+        tokio::spawn(shutdown.clone().on_signals());
+        app::run(config, shutdown.clone()).await
     });
     // Do not wait for blocked tasks (e.g. a stalled collector connection) at exit.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    runtime.shutdown_timeout(shutdown.budget().runtime_stop);
     match result {
         Ok(()) => {
             tracing::info!("ghalistener stopped");
@@ -57,30 +56,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// SIGTERM (kubelet) or SIGINT (a terminal) cancel the token once.
-async fn wait_for_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutdown requested");
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!(signal = "ctrl-c", "shutdown requested");
-    }
-    shutdown.cancel();
 }
