@@ -8,4 +8,5 @@ pub mod actions;
 pub mod kube_api;
 pub mod otlp_sink;
 pub mod support;
+pub mod waterfall;
 pub mod workload;

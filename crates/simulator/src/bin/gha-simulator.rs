@@ -1,8 +1,9 @@
 //! `gha-simulator`: the listener's world without a cluster or GitHub.
 //!
 //! `gha-simulator demo` starts the fakes, runs the real `ghalistener` against them under a
-//! burst workload, prints scaling decisions and spans as they happen, and ends with a
-//! summary. `gha-simulator serve --dir DIR` starts the same world and writes
+//! burst workload, prints scaling decisions as they happen and a waterfall of each job's
+//! spans once all three arrived (`--raw-spans` adds every span as received), and ends
+//! with a summary. `gha-simulator serve --dir DIR` starts the same world and writes
 //! `DIR/config.json` and `DIR/kubeconfig` for a listener started by someone else (the
 //! end-to-end suites), then runs the workload.
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use simulator::otlp_sink::{OtlpSink, ReceivedSpan};
 use simulator::support::{ListenerProcess, free_addr, http_body, http_get};
+use simulator::waterfall::Waterfalls;
 use simulator::workload::{
     Environment, EnvironmentOptions, WorkloadEvent, WorkloadOptions, run_workload,
     wait_for_replicas,
@@ -22,6 +24,7 @@ use simulator::workload::{
 
 const USAGE: &str = "usage:
   gha-simulator demo [--listener PATH] [--dir DIR] [--waves 3,8,5] [--job-seconds N]
+                     [--raw-spans]
   gha-simulator serve --dir DIR [--metrics-addr HOST:PORT] [--otel-endpoint URL]
                       [--waves 3,8,5] [--job-seconds N] [--linger-seconds N]";
 
@@ -34,6 +37,8 @@ struct Args {
     waves: Vec<usize>,
     job_seconds: f64,
     linger_seconds: u64,
+    /// Print each span as received, besides the per-job waterfalls.
+    raw_spans: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -53,6 +58,7 @@ fn parse_args() -> anyhow::Result<Args> {
         waves: vec![3, 8, 5],
         job_seconds: 2.0,
         linger_seconds: 0,
+        raw_spans: false,
     };
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -89,6 +95,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .parse()
                     .with_context(|| format!("--linger-seconds {v:?} is not a whole number"))?;
             }
+            "--raw-spans" => args.raw_spans = true,
             other => bail!("unknown flag {other:?}"),
         }
     }
@@ -260,14 +267,22 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     let mut printed_spans = 0usize;
+    let mut waterfalls = Waterfalls::default();
+    let raw_spans = args.raw_spans;
     let mut print_new_spans = |sink: &Option<OtlpSink>| {
         if let Some(s) = sink {
             let spans = s.spans();
             for span in &spans[printed_spans.min(spans.len())..] {
-                print_span(span);
+                if raw_spans {
+                    print_span(span);
+                }
+                if let Some(picture) = waterfalls.add(span) {
+                    println!("{picture}");
+                }
             }
             printed_spans = spans.len();
         }
+        waterfalls.incomplete()
     };
     let workload = workload_options(&args);
     let summary = {
@@ -279,7 +294,9 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         loop {
             tokio::select! {
                 s = &mut run => break s,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => print_new_spans(&sink),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    print_new_spans(&sink);
+                }
                 status = child.wait() => bail!("the listener exited early ({status:?}); see {}", dir.join("listener.log").display()),
             }
         }
@@ -294,7 +311,10 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         s.wait_for_spans(summary.completed * 3, Duration::from_secs(10))
             .await;
     }
-    print_new_spans(&sink);
+    let incomplete = print_new_spans(&sink);
+    if sink.is_some() && incomplete > 0 {
+        println!("   ({incomplete} jobs with only some of their spans: not drawn)");
+    }
 
     let response = http_get(metrics_addr, "/metrics").await;
     let metrics = http_body(&response);
