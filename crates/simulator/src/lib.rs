@@ -2,11 +2,33 @@
 //!
 //! Each fake speaks the wire with its own types and never imports the crate it stands in
 //! for, so a wire mistake in a client cannot hide behind the same mistake in its fake.
-#![forbid(unsafe_code)]
+//!
+//! Layout:
+//! - [`actions`]: the GitHub REST + Actions scale-set service + message queue fake
+//!   ([`actions::FakeActions`]). `server` holds connection handling and fault application,
+//!   with routing, responses and the handlers per endpoint group (REST auth/registration,
+//!   sessions and jobs, the message queue) in its submodules; `state` holds credentials and
+//!   sessions, `state::jobs` the job model and the queue.
+//! - [`kube_api`]: the Kubernetes API fake ([`kube_api::FakeKubeApi`]): `store` (objects and
+//!   the simulated runner controller), `rbac` (request paths, verbs, the listener Role),
+//!   `handler` (faults, the patch pipeline, `Status` answers), `merge` (RFC 7386).
+//! - [`faults`]: the one fault model both fakes inject (delay, status, dropped connection,
+//!   counted down per firing) and their latency.
+//! - [`request_log`]: the one request record type and bounded log both fakes keep.
+//! - `accept`: the accept loop every fake server runs (TLS or plain), backing off on
+//!   accept errors such as `EMFILE` instead of spinning.
+//! - [`otlp_sink`]: an OTLP/HTTP trace receiver; [`workload`]: the demo environment and a
+//!   workload generator driving the fakes.
+//! - [`support`]: the test harness shared by the listener's tests, the bench and
+//!   `gha-simulator` (spawn the listener with a clean environment, SIGTERM, free ports,
+//!   wait-until); [`waterfall`]: the demo's per-job picture of its three spans.
 
+mod accept;
 pub mod actions;
+pub mod faults;
 pub mod kube_api;
 pub mod otlp_sink;
+pub mod request_log;
 pub mod support;
 pub mod waterfall;
 pub mod workload;

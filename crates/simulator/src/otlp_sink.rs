@@ -67,6 +67,8 @@ impl OtlpSink {
             let stop = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
+            // Not the shared accept loop: axum's already backs off (1 s) on accept errors
+            // such as EMFILE, and its graceful shutdown lets an in-flight export finish.
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await

@@ -29,13 +29,16 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use state::State;
+
+use crate::faults::{Effect, Outcome};
+pub use crate::request_log::AuthKind;
 
 /// How callers authenticate to the fake's GitHub REST API.
 #[derive(Clone)]
@@ -198,6 +201,24 @@ impl Default for Fault {
 }
 
 impl Fault {
+    /// What one firing does, in the fault model both fakes share.
+    pub(crate) fn effect(&self) -> Effect {
+        let outcome = if self.drop_connection {
+            Outcome::DropConnection
+        } else if self.status.is_some() || self.retry_after.is_some() {
+            Outcome::Status {
+                code: self.status.unwrap_or(429),
+                retry_after: self.retry_after,
+            }
+        } else {
+            Outcome::Proceed
+        };
+        Effect {
+            delay: self.delay,
+            outcome,
+        }
+    }
+
     /// Answer `status` for the next `times` requests.
     pub fn status(status: u16, times: usize) -> Fault {
         Fault {
@@ -226,31 +247,8 @@ impl Fault {
     }
 }
 
-/// The authorization scheme a request carried (never the credential itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthKind {
-    None,
-    Bearer,
-    /// GitHub's `token <PAT>` scheme.
-    Token,
-    RemoteAuth,
-    Basic,
-    Other,
-}
-
-/// One request the fake received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestRecord {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    /// The status answered; 0 when the connection was dropped (fault) or the client left.
-    pub status: u16,
-    pub auth: AuthKind,
-    pub endpoint: Option<Endpoint>,
-    pub user_agent: Option<String>,
-    pub at: SystemTime,
-}
+/// One request the fake received (the request log type both fakes share).
+pub type RequestRecord = crate::request_log::RequestRecord<Endpoint>;
 
 /// The scope a registration token was requested for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -443,7 +441,11 @@ impl FakeActions {
     /// Inject a fault for the next `fault.times` requests to `endpoint` (faults queue up in
     /// the order they are injected).
     pub fn inject_fault(&self, endpoint: Endpoint, fault: Fault) {
-        self.inner.state().faults.push((endpoint, fault));
+        let effect = fault.effect();
+        self.inner
+            .state()
+            .faults
+            .push(endpoint, effect, Some(fault.times));
     }
 
     /// Remove every pending fault.
@@ -453,7 +455,7 @@ impl FakeActions {
 
     /// Add this delay to every request (0 removes it).
     pub fn set_latency(&self, latency: Duration) {
-        self.inner.state().latency = latency;
+        self.inner.state().faults.latency = latency;
     }
 
     /// Outstanding admin tokens are now rejected with 401.
@@ -482,7 +484,7 @@ impl FakeActions {
 
     /// Every request received so far, in order of completion.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.inner.state().requests.clone()
+        self.inner.state().requests.snapshot()
     }
 
     /// Forget the requests logged so far (benchmarks: keep the log small).
@@ -493,7 +495,7 @@ impl FakeActions {
     /// Keep at most `limit` request records (default 100,000); later requests are counted
     /// in [`FakeStats::requests`] but not logged.
     pub fn set_request_log_limit(&self, limit: usize) {
-        self.inner.state().request_log_limit = limit;
+        self.inner.state().requests.limit = limit;
     }
 
     /// Scopes registration tokens were issued for, in order.
