@@ -13,8 +13,9 @@ use crate::auth::{Auth, Credentials, app_jwt, expires_within, jwt_expiry};
 use crate::config_url::GitHubConfigUrl;
 use crate::error::{ApiError, Error, is_retryable_status, redact_url, truncate};
 use crate::net::{ProxyConfig, tls_config};
-use crate::retry::{ClientMetrics, RetryPolicy, parse_retry_after};
+use crate::retry::{ClientMetrics, RetryPolicy};
 use crate::secret::SecretString;
+use ::retry::parse_retry_after;
 
 /// Query parameter the Actions service wants on every call.
 pub(crate) const API_VERSION: &str = "6.0-preview";
@@ -272,6 +273,7 @@ impl ActionsClient {
     /// 401/403 when asked. Returns the last response whatever its status.
     pub(crate) async fn execute(&self, req: &Request) -> Result<Response, Error> {
         let policy = &self.inner.options.retry;
+        let backoff = policy.backoff();
         let mut attempt: u32 = 0;
         loop {
             self.inner.metrics.inc_requests();
@@ -294,7 +296,7 @@ impl ActionsClient {
                 Err(_) if attempt >= policy.max_retries => return outcome,
                 Err(_) => None,
             };
-            let delay = policy.delay(attempt, retry_after);
+            let delay = backoff.delay(attempt, retry_after);
             match &outcome {
                 Ok(resp) => tracing::warn!(
                     method = %req.method, url = %redact_url(&req.url), status = resp.status,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions_source::ActionsSource;
 use crate::config::{Config, ConfigCredentials};
-use crate::listener::{Listener, LoopHealth, LoopMetrics, LoopSettings, ScaleFailure};
+use crate::listener::{Listener, LoopHealth, LoopMetrics, LoopSettings};
 use crate::source::MessageSource;
 
 /// Env overrides for the keys ARC's controller cannot write into config.json: the Helm
@@ -35,12 +35,6 @@ pub const READINESS_STALE_AFTER_ENV: &str = "GHALISTENER_READINESS_STALE_AFTER_S
 /// Bounds on the shutdown steps, well inside ARC's 60 s grace period.
 const SESSION_DELETE_TIMEOUT: Duration = Duration::from_secs(3);
 const SPAN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl ScaleFailure for scaler::ScalerError {
-    fn is_configuration_error(&self) -> bool {
-        self.is_configuration()
-    }
-}
 
 /// `scheme://host[:port]` of the configure URL.
 fn server_url(configure_url: &str) -> String {
