@@ -19,7 +19,7 @@ use ::retry::parse_retry_after;
 
 /// Query parameter the Actions service wants on every call.
 pub(crate) const API_VERSION: &str = "6.0-preview";
-/// Refresh tokens when less than this remains (the anchor's margin).
+/// Refresh tokens when less than this remains (the Go listener's margin).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Largest response body read; a broken or hostile server cannot make us buffer more.
 /// Queue messages hold at most 50 job messages, a few hundred KiB.
@@ -121,7 +121,7 @@ pub(crate) struct Request {
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) body: Option<Vec<u8>>,
     pub(crate) timeout: Duration,
-    /// Also retry 401/403 (the anchor does so for `runner-registration` only).
+    /// Also retry 401/403 (the Go listener does so for `runner-registration` only).
     pub(crate) retry_auth_failures: bool,
 }
 

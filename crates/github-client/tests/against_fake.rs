@@ -368,7 +368,7 @@ async fn server_errors_and_429_are_retried_and_counted() {
     assert_eq!(client.metrics().retries(), 10);
     fake.clear_faults();
 
-    // runner-registration 401/403 are retried like the anchor does
+    // runner-registration 401/403 are retried like the Go listener does
     let fake2 = start_fake().await;
     let client2 = self::client(&fake2, "my-org", options());
     fake2.inject_fault(Endpoint::RunnerRegistration, Fault::status(403, 2));

@@ -154,7 +154,7 @@ fn json(status: u16, v: serde_json::Value) -> Reply {
 }
 
 #[tokio::test]
-async fn wire_format_matches_the_anchor() {
+async fn wire_format_matches_the_go_listener() {
     let base_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
     let b = base_cell.clone();
     let handler: Handler = Arc::new(move |r: &Recorded, _| {
