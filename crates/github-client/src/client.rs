@@ -13,12 +13,13 @@ use crate::auth::{Auth, Credentials, app_jwt, expires_within, jwt_expiry};
 use crate::config_url::GitHubConfigUrl;
 use crate::error::{ApiError, Error, is_retryable_status, redact_url, truncate};
 use crate::net::{ProxyConfig, tls_config};
-use crate::retry::{ClientMetrics, RetryPolicy, parse_retry_after};
+use crate::retry::{ClientMetrics, RetryPolicy};
 use crate::secret::SecretString;
+use ::retry::parse_retry_after;
 
 /// Query parameter the Actions service wants on every call.
 pub(crate) const API_VERSION: &str = "6.0-preview";
-/// Refresh tokens when less than this remains (the anchor's margin).
+/// Refresh tokens when less than this remains (the Go listener's margin).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Largest response body read; a broken or hostile server cannot make us buffer more.
 /// Queue messages hold at most 50 job messages, a few hundred KiB.
@@ -120,7 +121,7 @@ pub(crate) struct Request {
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) body: Option<Vec<u8>>,
     pub(crate) timeout: Duration,
-    /// Also retry 401/403 (the anchor does so for `runner-registration` only).
+    /// Also retry 401/403 (the Go listener does so for `runner-registration` only).
     pub(crate) retry_auth_failures: bool,
 }
 
@@ -272,6 +273,7 @@ impl ActionsClient {
     /// 401/403 when asked. Returns the last response whatever its status.
     pub(crate) async fn execute(&self, req: &Request) -> Result<Response, Error> {
         let policy = &self.inner.options.retry;
+        let backoff = policy.backoff();
         let mut attempt: u32 = 0;
         loop {
             self.inner.metrics.inc_requests();
@@ -294,7 +296,7 @@ impl ActionsClient {
                 Err(_) if attempt >= policy.max_retries => return outcome,
                 Err(_) => None,
             };
-            let delay = policy.delay(attempt, retry_after);
+            let delay = backoff.delay(attempt, retry_after);
             match &outcome {
                 Ok(resp) => tracing::warn!(
                     method = %req.method, url = %redact_url(&req.url), status = resp.status,

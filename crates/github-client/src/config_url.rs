@@ -39,7 +39,7 @@ pub struct GitHubConfigUrl {
     hosted: bool,
 }
 
-/// True when `GITHUB_ACTIONS_FORCE_GHES` is set in the process environment (any value, as the anchor).
+/// True when `GITHUB_ACTIONS_FORCE_GHES` is set in the process environment (any value, as the Go listener).
 pub fn force_ghes_from_env() -> bool {
     std::env::var_os(FORCE_GHES_ENV).is_some()
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use retry::FailureKind;
+
 use crate::config_url::ConfigUrlError;
 use crate::messages::MessageParseError;
 
@@ -113,34 +115,41 @@ pub enum Error {
     SessionClosed,
 }
 
-impl Error {
-    /// Retrying later (same credentials, same config) may succeed.
-    pub fn is_transient(&self) -> bool {
+impl retry::Classify for Error {
+    /// What the failure means once the client's own retries are done.
+    fn kind(&self) -> FailureKind {
         match self {
-            Error::Transport { tls, .. } => !tls,
-            Error::TokenExpired(_) | Error::SessionConflict { .. } => true,
-            Error::Status(api) => is_retryable_status(api.status),
-            _ => false,
+            Error::ConfigUrl(_) | Error::InvalidConfig { .. } => FailureKind::InvalidInput,
+            Error::CredentialsRejected(_) => FailureKind::CredentialsRejected,
+            // A token the service refused even after a refresh: a later refresh may pass.
+            Error::TokenExpired(_) => FailureKind::Transient { retry_after: None },
+            Error::SessionConflict { .. } => FailureKind::Conflict,
+            Error::NotFound(_) | Error::SessionClosed => FailureKind::NotFound,
+            Error::Status(api) if is_retryable_status(api.status) => {
+                FailureKind::Transient { retry_after: None }
+            }
+            Error::Status(api) => FailureKind::Rejected {
+                status: Some(api.status),
+            },
+            Error::Transport { tls: false, .. } => FailureKind::Transient { retry_after: None },
+            // Certificate or handshake failure: the same request fails the same way.
+            Error::Transport { tls: true, .. } | Error::InvalidResponse { .. } => {
+                FailureKind::Rejected { status: None }
+            }
+            Error::MalformedMessage {
+                message_id: Some(message_id),
+                ..
+            } => FailureKind::Poison {
+                message_id: *message_id,
+            },
+            Error::MalformedMessage {
+                message_id: None, ..
+            } => FailureKind::Rejected { status: None },
         }
     }
+}
 
-    /// 401/403 from GitHub REST: the listener should exit rather than retry.
-    pub fn is_credentials_rejected(&self) -> bool {
-        matches!(self, Error::CredentialsRejected(_))
-    }
-
-    pub fn is_session_conflict(&self) -> bool {
-        matches!(self, Error::SessionConflict { .. })
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound(_))
-    }
-
-    pub fn is_token_expired(&self) -> bool {
-        matches!(self, Error::TokenExpired(_))
-    }
-
+impl Error {
     /// The HTTP details, when the error comes from a response.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
@@ -156,17 +165,9 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         self.api().map(|a| a.status)
     }
-
-    /// For [`Error::MalformedMessage`]: the id of the message to ack and skip.
-    pub fn malformed_message_id(&self) -> Option<i64> {
-        match self {
-            Error::MalformedMessage { message_id, .. } => *message_id,
-            _ => None,
-        }
-    }
 }
 
-/// 408, 429 and 5xx except 501 (the anchor's retryablehttp policy, plus 408).
+/// 408, 429 and 5xx except 501 (the Go listener's retryablehttp policy, plus 408).
 pub(crate) fn is_retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (status >= 500 && status != 501 && status < 600)
 }

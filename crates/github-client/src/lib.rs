@@ -6,7 +6,16 @@
 //!
 //! TLS is rustls with the ring provider, built here and handed to reqwest as a preconfigured
 //! `rustls::ClientConfig` (no process-default provider is installed).
-#![forbid(unsafe_code)]
+//!
+//! Layout:
+//! - `client`: [`ActionsClient`], the HTTP core (one retry loop, [`retry::Backoff`]) and
+//!   the registration-token / admin-connection flow.
+//! - `auth`: PAT and GitHub App credentials, the App JWT.
+//! - `session`: [`MessageSession`]: create (waiting out a 409), poll, ack, acquire, close.
+//! - [`messages`]: typed queue messages.
+//! - `error`: [`Error`], classified by [`retry::Classify`].
+//! - `retry`: the client's retry settings ([`RetryPolicy`]) and counters ([`ClientMetrics`]).
+//! - `config_url`, `net`, `secret`: the config URL, TLS/proxy, secrets that never print.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
@@ -28,6 +37,6 @@ pub use messages::{
     RunnerScaleSetMessage, RunnerScaleSetStatistic,
 };
 pub use net::{ProxyConfig, tls_config};
-pub use retry::{ClientMetrics, RetryPolicy, parse_retry_after};
+pub use retry::{ClientMetrics, RetryPolicy};
 pub use secret::SecretString;
 pub use session::{HEADER_SCALE_SET_MAX_CAPACITY, MessageSession};

@@ -169,7 +169,7 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
         skipped_jobs: 0,
     };
     if message.message_type != JOB_MESSAGES_TYPE {
-        // The anchor ignores the body of other message types; so do we.
+        // The Go listener ignores the body of other message types; so do we.
         return Ok(message);
     }
     let body = strip_bom(&raw.body).trim();

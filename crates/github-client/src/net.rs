@@ -48,7 +48,7 @@ pub fn tls_config(extra_roots_pem: Option<&str>) -> Result<rustls::ClientConfig,
 }
 
 /// Proxy settings as read from `HTTPS_PROXY`/`https_proxy`, `HTTP_PROXY`/`http_proxy` and
-/// `NO_PROXY`/`no_proxy`. Like Go's `httpproxy.FromEnvironment` (which the anchor uses): the
+/// `NO_PROXY`/`no_proxy`. Like Go's `httpproxy.FromEnvironment` (which the Go listener uses): the
 /// upper-case name wins when both are set and non-empty; `localhost` and loopback addresses
 /// are never proxied.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -1,17 +1,15 @@
-//! Retry policy (exponential backoff with jitter, `Retry-After`) and the client's counters.
+//! The client's retry settings (waits from the shared `retry` crate) and its counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rand::Rng;
-use time::OffsetDateTime;
-
-/// Longest `Retry-After` we honour; a larger value is clamped to it.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
+/// How the client retries one request. The waits are the workspace's one [`retry::Backoff`];
+/// this struct only holds the client's settings of it.
+///
 /// Transport errors, timeouts, 408, 429 and 5xx (except 501) are retried `max_retries` times.
 /// Wait before retry `n` (0-based): `min(max_backoff, initial_backoff * 2^n)`, jittered down to
-/// half of it at random; a `Retry-After` header (seconds or HTTP date) replaces the computed wait.
+/// half of it at random; a `Retry-After` header (seconds or HTTP date) replaces the computed
+/// wait, up to [`retry::policies::GITHUB_REQUEST`]'s 300 s ceiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub max_retries: u32,
@@ -20,61 +18,26 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// The anchor's: 4 retries, waits from 1 s, capped at 30 s.
+    /// The Go listener's: 4 retries, waits from 1 s, capped at 30 s.
     fn default() -> Self {
+        let b = retry::policies::GITHUB_REQUEST;
         Self {
-            max_retries: 4,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
+            max_retries: retry::policies::GITHUB_REQUEST_MAX_RETRIES,
+            initial_backoff: b.initial,
+            max_backoff: b.max,
         }
     }
 }
 
 impl RetryPolicy {
-    /// The un-jittered wait before retry `attempt` (0-based).
-    pub fn base_delay(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(30));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+    /// The shared backoff with this policy's waits and the GitHub `Retry-After` ceiling.
+    pub fn backoff(&self) -> retry::Backoff {
+        retry::Backoff::new(
+            self.initial_backoff,
+            self.max_backoff,
+            retry::policies::GITHUB_REQUEST.retry_after_cap,
+        )
     }
-
-    /// The wait before retry `attempt`: jittered in `[base/2, base]`, or `Retry-After` when given.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(d) = retry_after {
-            return d.min(MAX_RETRY_AFTER);
-        }
-        let base = self.base_delay(attempt);
-        let half = base / 2;
-        let jitter_ns = u64::try_from((base - half).as_nanos()).unwrap_or(u64::MAX);
-        let extra = if jitter_ns == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..=jitter_ns)
-        };
-        half + Duration::from_nanos(extra)
-    }
-}
-
-/// Parse `Retry-After`: delay-seconds or an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(value, &format)
-        .ok()?
-        .assume_utc();
-    let now = OffsetDateTime::from(now);
-    let d = at - now;
-    Some(if d.is_negative() {
-        Duration::ZERO
-    } else {
-        d.unsigned_abs()
-    })
 }
 
 /// Counters exposed by [`crate::ActionsClient::metrics`].
@@ -131,37 +94,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_caps() {
+    fn default_is_the_shared_github_policy() {
         let p = RetryPolicy::default();
-        assert_eq!(p.base_delay(0), Duration::from_secs(1));
-        assert_eq!(p.base_delay(1), Duration::from_secs(2));
-        assert_eq!(p.base_delay(4), Duration::from_secs(16));
-        assert_eq!(p.base_delay(5), Duration::from_secs(30));
-        assert_eq!(p.base_delay(100), Duration::from_secs(30));
-        for attempt in 0..8 {
-            let d = p.delay(attempt, None);
-            let base = p.base_delay(attempt);
-            assert!(d >= base / 2 && d <= base, "{attempt}: {d:?}");
-        }
+        assert_eq!(p.max_retries, 4);
+        assert_eq!(p.backoff(), retry::policies::GITHUB_REQUEST);
         assert_eq!(
-            p.delay(0, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
+            p.backoff().delay(0, Some(Duration::from_secs(7200))),
+            Duration::from_secs(300)
         );
-        assert_eq!(p.delay(0, Some(Duration::from_secs(7200))), MAX_RETRY_AFTER);
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_767); // 1994-11-06 08:49:27 GMT
-        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

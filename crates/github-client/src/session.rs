@@ -1,7 +1,7 @@
 //! A message session on a scale set: long poll, ack, acquire, refresh, close.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::Method;
 use serde::Deserialize;
@@ -144,8 +144,9 @@ impl ActionsClient {
                 .inner
                 .options
                 .retry
+                .backoff()
                 .delay(attempt, None)
-                .max(Duration::from_millis(10))
+                .max(::retry::policies::SESSION_CONFLICT_MIN_WAIT)
                 .min(deadline - now);
             tracing::warn!(
                 scale_set_id, error = %api, delay_ms = delay.as_millis() as u64,

@@ -1,6 +1,7 @@
 //! The client against the fake Actions service, over real HTTP on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use retry::{Classify as _, FailureKind};
 use std::time::{Duration, Instant};
 
 use github_client::{
@@ -182,8 +183,8 @@ async fn app_flow_for_the_three_scopes_with_pkcs1_and_pkcs8_keys() {
     };
     let client = ActionsClient::new(&fake.configure_url("my-org"), creds, options()).unwrap();
     let err = client.open_session(1, "pod").await.unwrap_err();
-    assert!(err.is_credentials_rejected(), "{err}");
-    assert!(!err.is_transient());
+    assert!(err.kind() == FailureKind::CredentialsRejected, "{err}");
+    assert!(!err.kind().is_transient());
     assert_no_secret(&err);
 }
 
@@ -219,7 +220,7 @@ async fn wrong_pat_is_credentials_rejected_without_the_secret() {
     )
     .unwrap();
     let err = client.open_session(1, "pod").await.unwrap_err();
-    assert!(err.is_credentials_rejected(), "{err}");
+    assert!(err.kind() == FailureKind::CredentialsRejected, "{err}");
     assert_eq!(err.status(), Some(401));
     assert!(!format!("{err} {err:?}").contains("ghp_wrong_secret_value"));
     assert_eq!(
@@ -334,8 +335,7 @@ async fn session_conflict_is_waited_out() {
         },
     );
     let err = client.open_session(1, "new-pod").await.unwrap_err();
-    assert!(err.is_session_conflict(), "{err}");
-    assert!(err.is_transient());
+    assert_eq!(err.kind(), FailureKind::Conflict, "{err}");
     assert_eq!(err.status(), Some(409));
 }
 
@@ -357,18 +357,18 @@ async fn server_errors_and_429_are_retried_and_counted() {
     fake.inject_fault(Endpoint::DeleteMessage, Fault::status(501, 1));
     let err = session.delete_message(1).await.unwrap_err();
     assert_eq!(err.status(), Some(501));
-    assert!(!err.is_transient());
+    assert!(!err.kind().is_transient());
     assert_eq!(client.metrics().retries(), 6);
 
     // retries run out: the last status comes back, transient
     fake.inject_fault(Endpoint::AcquireJobs, Fault::status(500, 10));
     let err = session.acquire_jobs(&[1]).await.unwrap_err();
     assert_eq!(err.status(), Some(500));
-    assert!(err.is_transient(), "{err}");
+    assert!(err.kind().is_transient(), "{err}");
     assert_eq!(client.metrics().retries(), 10);
     fake.clear_faults();
 
-    // runner-registration 401/403 are retried like the anchor does
+    // runner-registration 401/403 are retried like the Go listener does
     let fake2 = start_fake().await;
     let client2 = self::client(&fake2, "my-org", options());
     fake2.inject_fault(Endpoint::RunnerRegistration, Fault::status(403, 2));
@@ -398,7 +398,10 @@ async fn retry_after_is_honoured() {
         "{:?}",
         started.elapsed()
     );
-    assert!(err.is_not_found(), "the retry reached the service: {err}");
+    assert!(
+        err.kind() == FailureKind::NotFound,
+        "the retry reached the service: {err}"
+    );
     assert_eq!(client.metrics().retries(), 1);
 }
 
@@ -453,7 +456,7 @@ async fn requests_time_out_and_are_retried() {
         ),
         "{err}"
     );
-    assert!(err.is_transient());
+    assert!(err.kind().is_transient());
 }
 
 #[tokio::test]
@@ -492,10 +495,12 @@ async fn bom_malformed_and_unknown_messages() {
 
     fake.enqueue_raw_message("RunnerScaleSetJobMessages", "{not json");
     let err = session.get_message(msg.message_id, 1).await.unwrap_err();
-    let poison = err.malformed_message_id().expect("message id in the error");
+    let FailureKind::Poison { message_id: poison } = err.kind() else {
+        panic!("message id in the error: {err}")
+    };
     assert!(poison > msg.message_id);
     assert!(err.to_string().contains(&poison.to_string()), "{err}");
-    assert!(!err.is_transient());
+    assert!(!err.kind().is_transient());
     session.delete_message(poison).await.unwrap(); // ack and skip
 
     fake.enqueue_raw_message(
@@ -504,7 +509,12 @@ async fn bom_malformed_and_unknown_messages() {
     );
     let err = session.get_message(poison, 1).await.unwrap_err();
     assert!(err.to_string().contains("JobStarted"), "{err}");
-    let bad_job = err.malformed_message_id().unwrap();
+    let FailureKind::Poison {
+        message_id: bad_job,
+    } = err.kind()
+    else {
+        panic!("{err}")
+    };
     session.delete_message(bad_job).await.unwrap();
 
     fake.enqueue_raw_message("SomethingNew", "whatever");
@@ -534,7 +544,7 @@ async fn tls_fake_needs_the_configured_root_ca() {
     let without = client(&fake, "my-org", options());
     let err = without.connect().await.unwrap_err();
     assert!(matches!(err, Error::Transport { tls: true, .. }), "{err}");
-    assert!(!err.is_transient());
+    assert!(!err.kind().is_transient());
     assert_eq!(
         without.metrics().retries(),
         0,

@@ -2,6 +2,7 @@
 //! what the fake cannot do: short-lived installation tokens, a BOM before the whole response.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use retry::Classify as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -153,7 +154,7 @@ fn json(status: u16, v: serde_json::Value) -> Reply {
 }
 
 #[tokio::test]
-async fn wire_format_matches_the_anchor() {
+async fn wire_format_matches_the_go_listener() {
     let base_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
     let b = base_cell.clone();
     let handler: Handler = Arc::new(move |r: &Recorded, _| {
@@ -431,5 +432,5 @@ async fn error_details_and_http_date_retry_after() {
         assert!(text.contains(part), "{part} missing from {text}");
     }
     assert!(!format!("{text} {err:?}").contains("ghp_secret_pat"));
-    assert!(!err.is_transient());
+    assert!(!err.kind().is_transient());
 }

@@ -1,15 +1,14 @@
 //! The Actions message session as the loop's [`MessageSource`].
 //!
-//! Classifies client errors for the loop (poison, fatal, transient) and replaces the session
+//! Hands client errors to the loop (classified by [`SourceError`]) and replaces the session
 //! when the service has dropped it, so a listener outlives a lost session instead of
 //! crash-looping.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use github_client::{
-    ActionsClient, Error, MessageSession, RunnerScaleSetMessage, RunnerScaleSetStatistic,
+    ActionsClient, MessageSession, RunnerScaleSetMessage, RunnerScaleSetStatistic,
 };
+use retry::{Classify as _, FailureKind};
+use std::sync::Arc;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
@@ -21,23 +20,6 @@ pub struct ActionsSource {
     owner_name: String,
     session: RwLock<Arc<MessageSession>>,
     initial_statistics: Option<RunnerScaleSetStatistic>,
-}
-
-/// What the loop should do with a client error.
-pub fn classify(error: &Error) -> SourceError {
-    if let Some(message_id) = error.malformed_message_id() {
-        return SourceError::Poison {
-            message_id,
-            reason: error.to_string(),
-        };
-    }
-    if error.is_credentials_rejected()
-        || matches!(error, Error::InvalidConfig { .. } | Error::ConfigUrl(_))
-    {
-        return SourceError::Fatal(error.to_string());
-    }
-    // Anything else may pass: the service answers 5xx/4xx transiently during incidents.
-    SourceError::Transient(error.to_string())
 }
 
 impl ActionsSource {
@@ -79,7 +61,7 @@ impl ActionsSource {
     async fn replace_session(&self, lost: &Arc<MessageSession>) -> SourceError {
         let mut slot = self.session.write().await;
         if !Arc::ptr_eq(&slot, lost) {
-            return SourceError::Transient("session was replaced concurrently".into());
+            return SourceError::SessionReplaced;
         }
         tracing::warn!(session_id = %lost.session_id(), "the service dropped the message session; creating a new one");
         match self
@@ -90,9 +72,9 @@ impl ActionsSource {
             Ok(session) => {
                 tracing::info!(session_id = %session.session_id(), "new message session created");
                 *slot = Arc::new(session);
-                SourceError::Transient("message session re-created".into())
+                SourceError::SessionReplaced
             }
-            Err(e) => classify(&e),
+            Err(e) => SourceError::Client(e),
         }
     }
 }
@@ -103,39 +85,50 @@ async fn open_session(
     owner_name: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<MessageSession>, SourceError> {
-    let mut backoff = Duration::from_secs(1);
+    let backoff = retry::policies::LISTENER_LOOP;
+    let mut attempt: u32 = 0;
     loop {
-        let attempt = tokio::select! {
+        let result = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
             r = client.open_session(scale_set_id, owner_name) => r,
         };
-        match attempt {
+        let error = match result {
             Ok(session) => {
                 tracing::info!(session_id = %session.session_id(), owner = %owner_name, "message session created");
                 return Ok(Some(session));
             }
-            Err(e) if e.is_session_conflict() => {
-                return Err(SourceError::Fatal(format!(
-                    "{e}; another listener for this scale set is still running, or the previous one \
-                     did not delete its session (it expires after a few minutes)"
-                )));
+            Err(e) => e,
+        };
+        match error.kind() {
+            FailureKind::Conflict => {
+                return Err(SourceError::Open {
+                    source: error,
+                    hint:
+                        "another listener for this scale set is still running, or the previous one \
+                           did not delete its session (it expires after a few minutes)"
+                            .to_owned(),
+                });
             }
-            Err(e) if e.is_not_found() => {
-                return Err(SourceError::Fatal(format!(
-                    "{e}; check runner_scale_set_id {scale_set_id} and configure_url"
-                )));
+            FailureKind::NotFound => {
+                return Err(SourceError::Open {
+                    source: error,
+                    hint: format!("check runner_scale_set_id {scale_set_id} and configure_url"),
+                });
             }
-            Err(e) => match classify(&e) {
-                SourceError::Transient(reason) => {
-                    tracing::warn!(error = %reason, retry_in_s = backoff.as_secs(), "creating the message session failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+            _ => {}
+        }
+        let error = SourceError::Client(error);
+        match error.kind() {
+            FailureKind::Transient { .. } => {
+                let wait = backoff.delay(attempt, None);
+                tracing::warn!(error = %error, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "creating the message session failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                other => return Err(other),
-            },
+                attempt = attempt.saturating_add(1);
+            }
+            _ => return Err(error),
         }
     }
 }
@@ -153,10 +146,10 @@ impl MessageSource for ActionsSource {
         let session = self.current().await;
         match session.get_message(last_message_id, max_capacity).await {
             Ok(m) => Ok(m),
-            Err(e) if e.is_not_found() || matches!(e, Error::SessionClosed) => {
+            Err(e) if e.kind() == FailureKind::NotFound => {
                 Err(self.replace_session(&session).await)
             }
-            Err(e) => Err(classify(&e)),
+            Err(e) => Err(SourceError::Client(e)),
         }
     }
 
@@ -165,7 +158,7 @@ impl MessageSource for ActionsSource {
         session
             .delete_message(message_id)
             .await
-            .map_err(|e| classify(&e))
+            .map_err(SourceError::Client)
     }
 
     async fn acquire_jobs(&self, request_ids: &[i64]) -> Result<Vec<i64>, SourceError> {
@@ -173,11 +166,11 @@ impl MessageSource for ActionsSource {
         session
             .acquire_jobs(request_ids)
             .await
-            .map_err(|e| classify(&e))
+            .map_err(SourceError::Client)
     }
 
     async fn close(&self) -> Result<(), SourceError> {
         let session = self.current().await;
-        session.close().await.map_err(|e| classify(&e))
+        session.close().await.map_err(SourceError::Client)
     }
 }

@@ -17,7 +17,7 @@ use scaler::{EphemeralRunnerSetScaler, RunnerJobStatus, Scaler, ScalerConfig};
 use crate::actions_source::ActionsSource;
 use crate::config::Config;
 use crate::health::Health;
-use crate::listener::{Listener, LoopMetrics, LoopSettings, ScaleFailure};
+use crate::listener::{Listener, LoopMetrics, LoopSettings};
 use crate::retry_metrics::RetryCounters;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
@@ -29,12 +29,6 @@ pub use crate::settings::{
 
 /// The most job messages the service puts in one queue message.
 const RUNNER_PATCH_CONCURRENCY: usize = 50;
-
-impl ScaleFailure for scaler::ScalerError {
-    fn is_configuration_error(&self) -> bool {
-        self.is_configuration()
-    }
-}
 
 /// The scaler, shared with the retry counters that read its total at scrape time.
 struct SharedScaler(Arc<EphemeralRunnerSetScaler>);

@@ -1,6 +1,6 @@
-//! The message loop, in the anchor's semantics but with a message's work done concurrently.
+//! The message loop, in the Go listener's semantics but with a message's work done concurrently.
 //!
-//! Per message the anchor runs, one after another: record statistics, ack, acquire, patch
+//! Per message the Go listener runs, one after another: record statistics, ack, acquire, patch
 //! each started job's runner, scale. Only the scale patch is what the controller waits for,
 //! and it depends on nothing but the message's statistics; so here the scale patch, the ack,
 //! the acquire and the runner patches start together, and the next poll starts once all of
@@ -16,20 +16,59 @@ use recorders::{Readiness, Recorder};
 use scaler::{RunnerJobStatus, Scaler};
 use tokio_util::sync::CancellationToken;
 
-use crate::source::{MessageSource, SourceError};
+use retry::{Backoff, Classify, FailureKind};
 
-/// Whether a scaler failure is worth retrying.
-pub trait ScaleFailure {
-    /// A configuration problem (the set missing, a right missing): retrying cannot help.
-    fn is_configuration_error(&self) -> bool;
-}
+use crate::source::{MessageSource, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
     #[error("scaling failed: {0}")]
-    Scale(String),
+    Scale(Box<dyn std::error::Error + Send + Sync>),
     #[error("message session failed: {0}")]
-    Source(String),
+    Source(#[from] SourceError),
+}
+
+/// What the loop does with a failure that outlived the libraries' own retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoopAction {
+    /// Wait ([`retry::policies::LISTENER_LOOP`], from the loop's settings) and try again.
+    Retry,
+    /// Acknowledge the message and go on with the next one.
+    SkipPoison { message_id: i64 },
+    /// Stop the loop with the error: retrying cannot help; the process exits non-zero.
+    Exit,
+}
+
+/// The listener's failure policy, one place for both the poll and the scale patch.
+///
+/// | condition (`FailureKind`)                           | the listener                                   | for how long |
+/// |-----------------------------------------------------|------------------------------------------------|--------------|
+/// | `Transient` (connection, timeout, 408, 429, 5xx, token refresh, scaler retries exhausted) | counts `poll_errors` / `scale_failures`, waits, tries again | until it succeeds or shutdown; waits 1 s doubling to 30 s, jittered (`LISTENER_LOOP`), reset by a successful poll |
+/// | `Conflict`, `Rejected` (other 4xx, TLS, bad body)   | same as `Transient`                            | same         |
+/// | `Poison { message_id }` (unparseable message)       | counts `poison_messages`, acks the message, goes on | once     |
+/// | `CredentialsRejected`, `InvalidInput`               | ends the loop with the error                   | at once      |
+/// | `Forbidden`, `NotFound` (RBAC, set missing)         | ends the loop with the error                   | at once      |
+///
+/// Below this, the libraries have retried already: each GitHub request 4 times
+/// (`GITHUB_REQUEST`, `Retry-After` up to 300 s), each Kubernetes patch 5 times
+/// (`KUBE_REQUEST`, `retryAfterSeconds` up to 5 s), and session creation waits out a 409
+/// for the client's `session_conflict_timeout`. A message source reports a lost session,
+/// 404s and 409s from a poll as `Transient` (see [`SourceError`]'s `kind`).
+fn loop_action(kind: FailureKind) -> LoopAction {
+    match kind {
+        FailureKind::Transient { .. } | FailureKind::Conflict | FailureKind::Rejected { .. } => {
+            LoopAction::Retry
+        }
+        FailureKind::Poison { message_id } => LoopAction::SkipPoison { message_id },
+        FailureKind::CredentialsRejected
+        | FailureKind::InvalidInput
+        | FailureKind::Forbidden
+        | FailureKind::NotFound => LoopAction::Exit,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Counters the loop keeps; exported as `gha_listener_*` metrics.
@@ -147,7 +186,7 @@ impl LoopHealth {
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
     pub max_runners: i32,
-    /// First wait after a failed poll or scale; doubles up to `max_backoff`.
+    /// First wait after a failed poll or scale; doubles up to `max_backoff`, jittered.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// After shutdown, how long the work in hand (a message's ack, acquire and patches, or
@@ -160,8 +199,8 @@ impl Default for LoopSettings {
     fn default() -> Self {
         Self {
             max_runners: i32::MAX,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
+            initial_backoff: retry::policies::LISTENER_LOOP.initial,
+            max_backoff: retry::policies::LISTENER_LOOP.max,
             shutdown_grace: crate::shutdown::ShutdownBudget::DEFAULT.work_in_hand,
         }
     }
@@ -225,8 +264,16 @@ impl<M, S> Listener<M, S>
 where
     M: MessageSource,
     S: Scaler,
-    S::Error: ScaleFailure,
+    S::Error: Classify,
 {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.settings.initial_backoff,
+            self.settings.max_backoff,
+            self.settings.max_backoff,
+        )
+    }
+
     pub fn new(
         source: M,
         scaler: S,
@@ -274,7 +321,8 @@ where
         }
 
         let mut last_message_id: i64 = 0;
-        let mut backoff = self.settings.initial_backoff;
+        let backoff = self.backoff();
+        let mut failures: u32 = 0;
         loop {
             let polled = tokio::select! {
                 biased;
@@ -284,14 +332,14 @@ where
             match polled {
                 Ok(None) => {
                     self.health.progress();
-                    backoff = self.settings.initial_backoff;
-                    // No message: re-assert the latest count, as the anchor does, so a set
+                    failures = 0;
+                    // No message: re-assert the latest count, as the Go listener does, so a set
                     // the controller drifted from gets corrected.
                     self.scale(assigned_jobs, false, &shutdown).await?;
                 }
                 Ok(Some(message)) => {
                     self.health.progress();
-                    backoff = self.settings.initial_backoff;
+                    failures = 0;
                     let statistics = message.statistics.unwrap_or_else(|| {
                         tracing::warn!(
                             message_id = message.message_id,
@@ -322,25 +370,28 @@ where
                         }
                     }
                 }
-                Err(SourceError::Poison { message_id, reason }) => {
-                    self.health.progress();
-                    self.metrics.poison_messages.inc();
-                    tracing::error!(message_id, error = %reason, "skipping malformed message; scaling follows the next message's statistics");
-                    last_message_id = message_id;
-                    self.ack(message_id).await;
-                }
-                Err(SourceError::Fatal(reason)) => {
-                    self.health.set_session_live(false);
-                    return Err(ListenerError::Source(reason));
-                }
-                Err(SourceError::Transient(reason)) => {
-                    self.metrics.poll_errors.inc();
-                    tracing::warn!(error = %reason, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "polling for messages failed; retrying");
-                    if sleep_or_shutdown(backoff, &shutdown).await {
-                        return Ok(());
+                Err(error) => match loop_action(error.kind()) {
+                    LoopAction::SkipPoison { message_id } => {
+                        self.health.progress();
+                        self.metrics.poison_messages.inc();
+                        tracing::error!(message_id, error = %error, "skipping malformed message; scaling follows the next message's statistics");
+                        last_message_id = message_id;
+                        self.ack(message_id).await;
                     }
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
-                }
+                    LoopAction::Exit => {
+                        self.health.set_session_live(false);
+                        return Err(ListenerError::Source(error));
+                    }
+                    LoopAction::Retry => {
+                        self.metrics.poll_errors.inc();
+                        let wait = backoff.delay(failures, None);
+                        tracing::warn!(error = %error, retry_in_ms = millis(wait), "polling for messages failed; retrying");
+                        if sleep_or_shutdown(wait, &shutdown).await {
+                            return Ok(());
+                        }
+                        failures = failures.saturating_add(1);
+                    }
+                },
             }
         }
     }
@@ -390,7 +441,8 @@ where
         jobs_changed: bool,
         shutdown: &CancellationToken,
     ) -> Result<Option<i32>, ListenerError> {
-        let mut backoff = self.settings.initial_backoff;
+        let backoff = self.backoff();
+        let mut failures: u32 = 0;
         loop {
             let attempt = finish_within_grace(
                 self.scaler.handle_desired_runner_count(count, jobs_changed),
@@ -407,17 +459,20 @@ where
             };
             match attempt {
                 Ok(target) => return Ok(Some(target)),
-                Err(e) if e.is_configuration_error() => {
-                    return Err(ListenerError::Scale(e.to_string()));
-                }
-                Err(e) => {
-                    self.metrics.scale_failures.inc();
-                    tracing::warn!(error = %e, count, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "scaling failed; retrying");
-                    if sleep_or_shutdown(backoff, shutdown).await {
-                        return Ok(None);
+                Err(e) => match loop_action(e.kind()) {
+                    LoopAction::Exit | LoopAction::SkipPoison { .. } => {
+                        return Err(ListenerError::Scale(Box::new(e)));
                     }
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
-                }
+                    LoopAction::Retry => {
+                        self.metrics.scale_failures.inc();
+                        let wait = backoff.delay(failures, None);
+                        tracing::warn!(error = %e, count, retry_in_ms = millis(wait), "scaling failed; retrying");
+                        if sleep_or_shutdown(wait, shutdown).await {
+                            return Ok(None);
+                        }
+                        failures = failures.saturating_add(1);
+                    }
+                },
             }
         }
     }
@@ -541,10 +596,26 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("fake scale failure (config: {0})")]
     struct FakeScaleError(bool);
-    impl ScaleFailure for FakeScaleError {
-        fn is_configuration_error(&self) -> bool {
-            self.0
+    impl Classify for FakeScaleError {
+        fn kind(&self) -> FailureKind {
+            if self.0 {
+                FailureKind::Forbidden
+            } else {
+                FailureKind::Transient { retry_after: None }
+            }
         }
+    }
+
+    fn api_error(status: u16) -> Box<github_client::ApiError> {
+        Box::new(github_client::ApiError {
+            method: "GET".into(),
+            url: "https://pipelines.example/message".into(),
+            status,
+            activity_id: None,
+            github_request_id: None,
+            type_name: None,
+            message: None,
+        })
     }
 
     #[derive(Default)]
@@ -727,10 +798,15 @@ mod tests {
     #[tokio::test]
     async fn poison_message_is_acked_counted_and_skipped() {
         let polls = vec![
-            Err(SourceError::Poison {
-                message_id: 5,
-                reason: "bad body".into(),
-            }),
+            Err(SourceError::Client(
+                github_client::Error::MalformedMessage {
+                    message_id: Some(5),
+                    source: github_client::MessageParseError::Body {
+                        message_id: 5,
+                        reason: "bad body".into(),
+                    },
+                },
+            )),
             message(6, 1, vec![]),
         ];
         let (result, listener, _) = run_script(0, polls, RecordingScaler::default()).await;
@@ -746,14 +822,27 @@ mod tests {
     #[tokio::test]
     async fn transient_poll_errors_are_retried_and_fatal_ones_end_the_loop() {
         let polls = vec![
-            Err(SourceError::Transient("503".into())),
-            Err(SourceError::Transient("503".into())),
+            Err(SourceError::Client(github_client::Error::Status(
+                api_error(503),
+            ))),
+            Err(SourceError::Client(github_client::Error::Status(
+                api_error(503),
+            ))),
             message(1, 2, vec![]),
-            Err(SourceError::Fatal("credentials rejected".into())),
+            Err(SourceError::Client(
+                github_client::Error::CredentialsRejected(api_error(401)),
+            )),
         ];
         let (result, listener, _) = run_script(0, polls, RecordingScaler::default()).await;
         let err = result.unwrap_err();
-        assert!(err.to_string().contains("credentials rejected"), "{err}");
+        assert!(
+            matches!(&err, ListenerError::Source(e) if e.kind() == FailureKind::CredentialsRejected),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("rejected the credentials"),
+            "{err}"
+        );
         assert_eq!(listener.metrics.poll_errors.get(), 2);
         assert_eq!(*listener.source.acked.lock().unwrap(), vec![1]);
     }

@@ -3,19 +3,44 @@
 use std::future::Future;
 
 use github_client::{RunnerScaleSetMessage, RunnerScaleSetStatistic};
+use retry::{Classify, FailureKind};
 
-/// How a message-source failure is to be treated by the loop.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// A message-source failure, carrying the client's error; the loop decides by its
+/// [`retry::Classify::kind`].
+#[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// A message that cannot be parsed: acknowledge and skip it.
-    #[error("message {message_id} is malformed: {reason}")]
-    Poison { message_id: i64, reason: String },
-    /// Retrying cannot help (credentials rejected, scale set gone): exit.
-    #[error("{0}")]
-    Fatal(String),
-    /// Retries below were exhausted, but a later attempt may succeed.
-    #[error("{0}")]
-    Transient(String),
+    /// A call of the Actions client failed (after the client's own retries).
+    #[error(transparent)]
+    Client(#[from] github_client::Error),
+    /// The service had dropped the session and it was replaced (here or concurrently):
+    /// poll again.
+    #[error("message session re-created")]
+    SessionReplaced,
+    /// Creating the session at start failed for good; `hint` says what to check.
+    #[error("{source}; {hint}")]
+    Open {
+        source: github_client::Error,
+        hint: String,
+    },
+}
+
+impl Classify for SourceError {
+    /// From a poll, only poison, rejected credentials and bad configuration keep their own
+    /// kind; anything else (404, 409, other 4xx, TLS) counts as transient, because the
+    /// service answers those transiently during incidents.
+    fn kind(&self) -> FailureKind {
+        match self {
+            SourceError::Client(e) => match e.kind() {
+                k @ (FailureKind::Poison { .. }
+                | FailureKind::CredentialsRejected
+                | FailureKind::InvalidInput
+                | FailureKind::Transient { .. }) => k,
+                _ => FailureKind::Transient { retry_after: None },
+            },
+            SourceError::SessionReplaced => FailureKind::Transient { retry_after: None },
+            SourceError::Open { source, .. } => source.kind(),
+        }
+    }
 }
 
 /// A message session on the scale set's queue.

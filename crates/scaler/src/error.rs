@@ -1,6 +1,8 @@
 //! Errors of the scaler, split into configuration errors (fatal: retrying cannot help) and
 //! transient failures that outlived the retry budget.
 
+use retry::FailureKind;
+
 /// Why a scale patch (or building the client) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScalerError {
@@ -43,21 +45,19 @@ pub enum ScalerError {
     },
 }
 
-impl ScalerError {
-    /// A configuration error: wrong client config, token, RBAC or set name. Fatal; the
-    /// listener should exit with it rather than retry.
-    pub fn is_configuration(&self) -> bool {
-        matches!(
-            self,
-            Self::ClientConfig(_)
-                | Self::Unauthorized { .. }
-                | Self::Forbidden { .. }
-                | Self::NotFound { .. }
-        )
-    }
-
-    /// Transient failures exhausted the retries; the next message may well succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::RetriesExhausted { .. })
+impl retry::Classify for ScalerError {
+    /// Configuration errors (client config, token, RBAC, set name) are the kinds the
+    /// listener exits on; exhausted transient failures may pass with the next message.
+    fn kind(&self) -> FailureKind {
+        match self {
+            Self::ClientConfig(_) => FailureKind::InvalidInput,
+            Self::Unauthorized { .. } => FailureKind::CredentialsRejected,
+            Self::Forbidden { .. } => FailureKind::Forbidden,
+            Self::NotFound { .. } => FailureKind::NotFound,
+            Self::Rejected { code, .. } => FailureKind::Rejected {
+                status: Some(*code),
+            },
+            Self::RetriesExhausted { .. } => FailureKind::Transient { retry_after: None },
+        }
     }
 }

@@ -1,6 +1,14 @@
 //! Scales an ARC `EphemeralRunnerSet` and marks `EphemeralRunner`s busy, with merge
 //! patches only: the listener's Role grants `patch` and nothing else.
-#![forbid(unsafe_code)]
+//!
+//! Layout:
+//! - here: the [`Scaler`] trait the listener drives, and [`RunnerJobStatus`].
+//! - `scaler`: [`EphemeralRunnerSetScaler`], the kube-rs client and its one retry loop
+//!   ([`retry::Backoff`] via [`RetryPolicy`]).
+//! - `state`: [`DesiredCountState`], the Go listener's target and `patchID` arithmetic.
+//! - `resources`: the ARC custom resources and the merge patches sent.
+//! - `error`: [`ScalerError`], classified by [`retry::Classify`].
+//! - `retry`: the scaler's retry settings ([`RetryPolicy`]).
 
 use std::future::Future;
 
@@ -43,7 +51,7 @@ mod scaler;
 mod state;
 
 #[cfg(test)]
-mod anchor_cases;
+mod go_listener_cases;
 
 pub use error::ScalerError;
 pub use resources::{

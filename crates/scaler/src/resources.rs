@@ -43,7 +43,7 @@ pub struct EphemeralRunner {
 }
 
 /// The job fields of an `EphemeralRunner`'s status. Empty values are omitted, as the
-/// anchor's `omitempty` tags do.
+/// Go listener's `omitempty` tags do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralRunnerJobStatus {
@@ -103,7 +103,7 @@ arc_resource!(
 );
 arc_resource!(EphemeralRunner, "EphemeralRunner", "ephemeralrunners");
 
-/// `{"spec":{"patchID":P,"replicas":T}}`, with `"replicas":null` for 0 exactly as the anchor
+/// `{"spec":{"patchID":P,"replicas":T}}`, with `"replicas":null` for 0 exactly as the Go listener
 /// sends it (its merge patch from `replicas: -1` to an `omitempty` 0 is a deletion; ARC's
 /// controller reads the absent field as 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -157,7 +157,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn scale_patch_matches_the_anchor_bytes() {
+    fn scale_patch_matches_the_go_listener_bytes() {
         let patch = ScalePatch::from(ScaleDecision {
             replicas: 3,
             patch_id: 7,

@@ -201,6 +201,7 @@ impl EphemeralRunnerSetScaler {
         Fut: Future<Output = Result<T, kube::Error>>,
     {
         let policy = &self.config.retry;
+        let backoff = policy.backoff();
         let mut retry = 0u32;
         loop {
             let attempt = match tokio::time::timeout(policy.request_timeout, op()).await {
@@ -233,7 +234,7 @@ impl EphemeralRunnerSetScaler {
                             last: message,
                         });
                     }
-                    let delay = policy.backoff(retry, retry_after);
+                    let delay = backoff.delay(retry, retry_after);
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         target_object = target,

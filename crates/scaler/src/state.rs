@@ -10,7 +10,7 @@ pub struct ScaleDecision {
 /// ARC's `targetRunners` / `patchSeq` / `dirty` bookkeeping.
 ///
 /// Each call to [`DesiredCountState::next`] advances `patchSeq` (after `2^31-1` it goes to 1:
-/// the anchor resets it to 0 and then increments), computes
+/// the Go listener resets it to 0 and then increments), computes
 /// `target = min(min_runners + count, max_runners)` and uses `patchSeq` as the patch ID,
 /// except 0 when nothing happened (`!dirty`), the target did not change and it equals
 /// `min_runners`: patch ID 0 tells ARC's controller to force the set to that state.
@@ -56,7 +56,7 @@ impl DesiredCountState {
     /// Decides the next scale patch for `count` assigned jobs.
     ///
     /// A negative `count` (never sent by the service) counts as 0 and the sum saturates at
-    /// `i32` bounds, so bad input cannot overflow; otherwise this is the anchor's arithmetic.
+    /// `i32` bounds, so bad input cannot overflow; otherwise this is the Go listener's arithmetic.
     pub fn next(&mut self, count: i64) -> ScaleDecision {
         let dirty = self.dirty;
         self.dirty = false;
@@ -94,11 +94,11 @@ impl DesiredCountState {
 mod tests {
     use super::*;
 
-    use crate::anchor_cases::anchor_cases;
+    use crate::go_listener_cases::go_listener_cases;
 
     #[test]
-    fn matches_the_anchor_table() {
-        for (name, min, max, steps) in anchor_cases() {
+    fn matches_the_go_listener_table() {
+        for (name, min, max, steps) in go_listener_cases() {
             let mut state = DesiredCountState::new(min, max);
             for (i, (dirty, count, (patch_id, target, seq))) in steps.into_iter().enumerate() {
                 if dirty {
@@ -119,7 +119,7 @@ mod tests {
         let mut state = DesiredCountState::new(0, 10).with_patch_seq(i32::MAX - 1);
         assert_eq!(state.next(2).patch_id, i32::MAX);
         assert_eq!(state.patch_seq(), i32::MAX);
-        // The anchor resets to 0 and increments: 0 stays reserved for "force".
+        // The Go listener resets to 0 and increments: 0 stays reserved for "force".
         let after = state.next(3);
         assert_eq!(
             after,

@@ -7,7 +7,7 @@
 pub type Step = (bool, i64, (i32, i32, i32));
 
 /// The cases of ARC's `cmd/ghalistener/scaler/scaler_test.go`, step for step.
-pub fn anchor_cases() -> Vec<(&'static str, i32, i32, Vec<Step>)> {
+pub fn go_listener_cases() -> Vec<(&'static str, i32, i32, Vec<Step>)> {
     let max = i32::MAX;
     vec![
         // TestSetDesiredWorkerState_MinMaxDefaults
