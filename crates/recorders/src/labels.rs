@@ -22,7 +22,7 @@ pub struct WorkflowRefInfo {
     pub target: String,
 }
 
-/// Parse `owner/repo/.github/workflows/ci.yml@refs/heads/main` as the anchor does:
+/// Parse `owner/repo/.github/workflows/ci.yml@refs/heads/main` as the Go listener does:
 /// exactly one `@`; the name is the base name of the path without `.yml`/`.yaml`
 /// (even when the ref is of an unknown kind); the target keeps the ref kind.
 pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo {
@@ -46,7 +46,7 @@ pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo {
         info.target = format!("tags/{tag}");
     } else if let Some(pr) = reference.strip_prefix("refs/pull/") {
         // refs/pull/{number}/merge → pull/{number}; a number without a following
-        // segment (or an empty one) gives no target, as in the anchor.
+        // segment (or an empty one) gives no target, as in the Go listener.
         if let Some(idx) = pr.find('/')
             && idx > 0
         {
@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn workflow_ref_table() {
-        // (input, name, target) — the anchor's parser behaviour, case by case.
+        // (input, name, target) — the Go listener's parser behaviour, case by case.
         let table = [
             (
                 "owner/repo/.github/workflows/ci.yml@refs/heads/main",

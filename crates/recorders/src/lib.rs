@@ -4,6 +4,17 @@
 //! Prometheus exporter ([`PrometheusRecorder`], served by [`MetricsServer`]) and the
 //! OpenTelemetry job-span recorder ([`SpanRecorder`]). Recording never blocks on I/O and
 //! never fails: metric updates are in-memory, spans are only enqueued.
+//!
+//! Layout:
+//! - `lib.rs`: the [`Recorder`] trait, [`CompositeRecorder`], [`DiscardRecorder`].
+//! - [`metric`]: the one way to register a counter, gauge or vector on a registry.
+//! - `metrics`: [`PrometheusRecorder`]; `metrics/families` declares ARC's `gha_*` metrics and
+//!   their labels once, in one table.
+//! - `server`: [`MetricsServer`] (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
+//! - `spans`: [`SpanRecorder`]; `spans/ids` (span ids), `spans/build` (span data),
+//!   `spans/export` (queue, batching, OTLP exporter), `spans/settings` ([`OtelSettings`]).
+//! - `config`: the `metrics` value of config.json; `labels`: scale-set labels and the
+//!   workflow-ref parser; `error`: [`RecorderError`].
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -14,6 +25,7 @@ use github_client::{JobCompleted, JobStarted, RunnerScaleSetStatistic};
 mod config;
 mod error;
 mod labels;
+pub mod metric;
 mod metrics;
 mod server;
 mod spans;
@@ -31,7 +43,7 @@ pub use spans::{
     job_span_ids, map_job_result,
 };
 
-/// The anchor's metrics-recorder hooks.
+/// The Go listener's metrics-recorder hooks.
 pub trait Recorder: Send + Sync {
     /// The configured bounds, published once at start.
     fn record_static(&self, min_runners: i32, max_runners: i32);

@@ -9,149 +9,18 @@ use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
 };
 
-use crate::config::{HistogramMetric, LabelsMetric, MetricsConfig};
+mod families;
+
+use families::*;
+pub use families::{DEFAULT_BUCKETS, KNOWN_LABELS, default_metrics_config};
+
+use crate::config::MetricsConfig;
 use crate::labels::{ScaleSetLabels, parse_workflow_ref};
+use crate::metric::{register, register_counter_vec, register_error};
 use crate::{Recorder, RecorderError};
-
-/// Every label a `gha_*` metric may carry, as ARC names them.
-pub const KNOWN_LABELS: [&str; 11] = [
-    "name",
-    "namespace",
-    "enterprise",
-    "organization",
-    "repository",
-    "job_name",
-    "job_workflow_ref",
-    "job_workflow_name",
-    "job_workflow_target",
-    "event_name",
-    "job_result",
-];
-
-/// ARC's default histogram buckets (seconds).
-pub const DEFAULT_BUCKETS: [f64; 45] = [
-    0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 15.0, 18.0,
-    20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0, 150.0, 180.0, 210.0,
-    240.0, 300.0, 360.0, 420.0, 480.0, 540.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0, 3000.0, 3600.0,
-];
 
 /// Default bound on the label series kept per metric.
 pub const DEFAULT_SERIES_LIMIT: usize = 10_000;
-
-const ASSIGNED_JOBS: &str = "gha_assigned_jobs";
-const RUNNING_JOBS: &str = "gha_running_jobs";
-const REGISTERED_RUNNERS: &str = "gha_registered_runners";
-const BUSY_RUNNERS: &str = "gha_busy_runners";
-const MIN_RUNNERS: &str = "gha_min_runners";
-const MAX_RUNNERS: &str = "gha_max_runners";
-const DESIRED_RUNNERS: &str = "gha_desired_runners";
-const IDLE_RUNNERS: &str = "gha_idle_runners";
-const STARTED_JOBS: &str = "gha_started_jobs_total";
-const COMPLETED_JOBS: &str = "gha_completed_jobs_total";
-const STARTUP_DURATION: &str = "gha_job_startup_duration_seconds";
-const EXECUTION_DURATION: &str = "gha_job_execution_duration_seconds";
-
-/// (name, help) of each metric kind, ARC's help texts.
-const GAUGES: [(&str, &str); 8] = [
-    (ASSIGNED_JOBS, "Number of jobs assigned to this scale set."),
-    (RUNNING_JOBS, "Number of jobs running (or about to be run)."),
-    (
-        REGISTERED_RUNNERS,
-        "Number of runners registered by the scale set.",
-    ),
-    (BUSY_RUNNERS, "Number of registered runners running a job."),
-    (MIN_RUNNERS, "Minimum number of runners."),
-    (MAX_RUNNERS, "Maximum number of runners."),
-    (
-        DESIRED_RUNNERS,
-        "Number of runners desired by the scale set.",
-    ),
-    (
-        IDLE_RUNNERS,
-        "Number of registered runners not running a job.",
-    ),
-];
-const COUNTERS: [(&str, &str); 2] = [
-    (STARTED_JOBS, "Total number of jobs started."),
-    (COMPLETED_JOBS, "Total number of jobs completed."),
-];
-const HISTOGRAMS: [(&str, &str); 2] = [
-    (
-        STARTUP_DURATION,
-        "Time spent waiting for workflow job to get started on the runner owned by the scale set (in seconds).",
-    ),
-    (
-        EXECUTION_DURATION,
-        "Time spent executing workflow jobs by the scale set (in seconds).",
-    ),
-];
-
-const SCALE_SET_LABELS: [&str; 5] = [
-    "enterprise",
-    "organization",
-    "repository",
-    "name",
-    "namespace",
-];
-const STARTED_LABELS: [&str; 5] = [
-    "enterprise",
-    "organization",
-    "repository",
-    "job_name",
-    "event_name",
-];
-const COMPLETED_LABELS: [&str; 6] = [
-    "enterprise",
-    "organization",
-    "repository",
-    "job_name",
-    "event_name",
-    "job_result",
-];
-
-fn owned(labels: &[&str]) -> Vec<String> {
-    labels.iter().map(|l| (*l).to_owned()).collect()
-}
-
-/// ARC's default selection: every metric with its default labels and buckets.
-pub fn default_metrics_config() -> MetricsConfig {
-    let mut config = MetricsConfig::default();
-    for (name, _) in GAUGES {
-        config.gauges.insert(
-            name.to_owned(),
-            Some(LabelsMetric {
-                labels: owned(&SCALE_SET_LABELS),
-            }),
-        );
-    }
-    config.counters.insert(
-        STARTED_JOBS.to_owned(),
-        Some(LabelsMetric {
-            labels: owned(&STARTED_LABELS),
-        }),
-    );
-    config.counters.insert(
-        COMPLETED_JOBS.to_owned(),
-        Some(LabelsMetric {
-            labels: owned(&COMPLETED_LABELS),
-        }),
-    );
-    config.histograms.insert(
-        STARTUP_DURATION.to_owned(),
-        Some(HistogramMetric {
-            labels: owned(&STARTED_LABELS),
-            buckets: DEFAULT_BUCKETS.to_vec(),
-        }),
-    );
-    config.histograms.insert(
-        EXECUTION_DURATION.to_owned(),
-        Some(HistogramMetric {
-            labels: owned(&COMPLETED_LABELS),
-            buckets: DEFAULT_BUCKETS.to_vec(),
-        }),
-    );
-    config
-}
 
 /// Tuning of the Prometheus recorder beyond ARC's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,42 +38,8 @@ impl Default for RecorderOptions {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Label {
-    Name,
-    Namespace,
-    Enterprise,
-    Organization,
-    Repository,
-    JobName,
-    JobWorkflowRef,
-    JobWorkflowName,
-    JobWorkflowTarget,
-    EventName,
-    JobResult,
-}
-
-impl Label {
-    fn parse(s: &str) -> Option<Label> {
-        Some(match s {
-            "name" => Label::Name,
-            "namespace" => Label::Namespace,
-            "enterprise" => Label::Enterprise,
-            "organization" => Label::Organization,
-            "repository" => Label::Repository,
-            "job_name" => Label::JobName,
-            "job_workflow_ref" => Label::JobWorkflowRef,
-            "job_workflow_name" => Label::JobWorkflowName,
-            "job_workflow_target" => Label::JobWorkflowTarget,
-            "event_name" => Label::EventName,
-            "job_result" => Label::JobResult,
-            _ => return None,
-        })
-    }
-}
-
 /// The value of every label for one event; labels that do not apply are empty,
-/// as in the anchor.
+/// as in the Go listener.
 #[derive(Default)]
 struct LabelValues<'a> {
     name: &'a str,
@@ -357,29 +192,29 @@ impl PrometheusRecorder {
         };
         let mut metrics = HashMap::new();
         for (name, spec) in &config.gauges {
-            let Some((name, help)) = known(&GAUGES, name, "gauge") else {
+            let Some((name, help)) = known(Kind::Gauge, name, "gauge") else {
                 continue;
             };
             let spec_labels = spec.as_ref().map(|s| s.labels.as_slice()).unwrap_or(&[]);
             let labels = select_labels(name, spec_labels);
             let vector = GaugeVec::new(Opts::new(name, help), &label_names(&labels))
-                .map_err(|e| register_error(name, e))?;
-            register(registry, name, Box::new(vector.clone()))?;
+                .and_then(|v| register(registry, v))
+                .map_err(register_error(name))?;
             metrics.insert(name, metric(labels, Vector::Gauge(vector)));
         }
         for (name, spec) in &config.counters {
-            let Some((name, help)) = known(&COUNTERS, name, "counter") else {
+            let Some((name, help)) = known(Kind::Counter, name, "counter") else {
                 continue;
             };
             let spec_labels = spec.as_ref().map(|s| s.labels.as_slice()).unwrap_or(&[]);
             let labels = select_labels(name, spec_labels);
             let vector = CounterVec::new(Opts::new(name, help), &label_names(&labels))
-                .map_err(|e| register_error(name, e))?;
-            register(registry, name, Box::new(vector.clone()))?;
+                .and_then(|v| register(registry, v))
+                .map_err(register_error(name))?;
             metrics.insert(name, metric(labels, Vector::Counter(vector)));
         }
         for (name, spec) in &config.histograms {
-            let Some((name, help)) = known(&HISTOGRAMS, name, "histogram") else {
+            let Some((name, help)) = known(Kind::Histogram, name, "histogram") else {
                 continue;
             };
             let (spec_labels, buckets) = match spec {
@@ -394,23 +229,18 @@ impl PrometheusRecorder {
             };
             let opts = HistogramOpts::new(name, help).buckets(buckets);
             let vector = HistogramVec::new(opts, &label_names(&labels))
-                .map_err(|e| register_error(name, e))?;
-            register(registry, name, Box::new(vector.clone()))?;
+                .and_then(|v| register(registry, v))
+                .map_err(register_error(name))?;
             metrics.insert(name, metric(labels, Vector::Histogram(vector)));
         }
-        let evicted = IntCounterVec::new(
-            Opts::new(
-                "gha_listener_metric_series_evicted_total",
-                "Label series removed from a gha_* metric to keep its cardinality bounded.",
-            ),
+        let evicted_name = "gha_listener_metric_series_evicted_total";
+        let evicted = register_counter_vec(
+            registry,
+            evicted_name,
+            "Label series removed from a gha_* metric to keep its cardinality bounded.",
             &["metric"],
         )
-        .map_err(|e| register_error("gha_listener_metric_series_evicted_total", e))?;
-        register(
-            registry,
-            "gha_listener_metric_series_evicted_total",
-            Box::new(evicted.clone()),
-        )?;
+        .map_err(register_error(evicted_name))?;
         tracing::info!(
             metrics = ?{ let mut n: Vec<_> = metrics.keys().collect(); n.sort(); n },
             series_limit = options.series_limit,
@@ -436,7 +266,7 @@ impl PrometheusRecorder {
     }
 
     /// Job metrics take organization/repository from the job (ownerName /
-    /// repositoryName) and the enterprise from the config URL, as the anchor does.
+    /// repositoryName) and the enterprise from the config URL, as the Go listener does.
     fn job_values<'a>(&'a self, job: &'a JobCommon, result: &'a str) -> LabelValues<'a> {
         let workflow = parse_workflow_ref(&job.job_workflow_ref);
         LabelValues {
@@ -480,14 +310,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn known(
-    table: &[(&'static str, &'static str)],
-    name: &str,
-    kind: &'static str,
-) -> Option<(&'static str, &'static str)> {
-    let found = table.iter().find(|(n, _)| *n == name).copied();
+fn known(kind: Kind, name: &str, what: &'static str) -> Option<(&'static str, &'static str)> {
+    let found = FAMILIES
+        .iter()
+        .find(|f| f.kind == kind && f.name == name)
+        .map(|f| (f.name, f.help));
     if found.is_none() {
-        tracing::error!(name, kind, "unknown metric name, skipped");
+        tracing::error!(name, kind = what, "unknown metric name, skipped");
     }
     found
 }
@@ -507,7 +336,7 @@ fn select_labels(metric: &str, configured: &[String]) -> Vec<Label> {
 }
 
 fn label_names(labels: &[Label]) -> Vec<&'static str> {
-    labels.iter().map(|l| KNOWN_LABELS[*l as usize]).collect()
+    labels.iter().map(|l| l.name()).collect()
 }
 
 fn validate_buckets(metric: &str, buckets: &[f64]) -> Result<Vec<f64>, RecorderError> {
@@ -527,23 +356,6 @@ fn metric(labels: Vec<Label>, vector: Vector) -> Metric {
         vector,
         series: Mutex::new(SeriesTracker::default()),
     }
-}
-
-fn register_error(metric: &str, source: prometheus::Error) -> RecorderError {
-    RecorderError::Register {
-        metric: metric.to_owned(),
-        source,
-    }
-}
-
-fn register(
-    registry: &Registry,
-    name: &str,
-    collector: Box<dyn prometheus::core::Collector>,
-) -> Result<(), RecorderError> {
-    registry
-        .register(collector)
-        .map_err(|e| register_error(name, e))
 }
 
 impl Recorder for PrometheusRecorder {
@@ -571,8 +383,8 @@ impl Recorder for PrometheusRecorder {
     fn record_job_started(&self, job: &JobStarted) {
         let values = self.job_values(&job.common, "");
         self.update(STARTED_JOBS, &values, Update::Inc);
-        // Whole seconds as the anchor computes them (difference of Unix seconds). The
-        // anchor observes garbage when a time is unset; we skip the observation.
+        // Whole seconds as the Go listener computes them (difference of Unix seconds). The
+        // Go listener observes garbage when a time is unset; we skip the observation.
         if let (Some(scale_set_assign), Some(runner_assign)) = (
             job.common.scale_set_assign_time,
             job.common.runner_assign_time,

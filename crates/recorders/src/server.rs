@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::RecorderError;
 
-/// How long [`MetricsServer::shutdown`] waits for in-flight scrapes (the anchor's 5 s).
+/// How long [`MetricsServer::shutdown`] waits for in-flight scrapes (the Go listener's 5 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether the listener is ready (`/readyz` answers 200) — cheap to clone and to set.

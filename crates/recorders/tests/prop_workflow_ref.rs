@@ -1,5 +1,5 @@
 //! Property tests of the workflow-ref parser (`parse_workflow_ref`): no input panics it,
-//! and refs of each kind give the anchor's name and target.
+//! and refs of each kind give the Go listener's name and target.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use proptest::prelude::*;

@@ -206,7 +206,7 @@ fn default_metrics_types_labels_and_values() {
 }
 
 #[test]
-fn help_texts_are_the_anchors() {
+fn help_texts_are_the_go_listeners() {
     let registry = Registry::new();
     let recorder = PrometheusRecorder::new(scale_set(), None, &registry).unwrap();
     scenario(&recorder);
@@ -331,7 +331,7 @@ fn value_edge_cases() {
     assert!(samples(&registry, "gha_job_execution_duration_seconds").is_empty());
 
     // Sub-second phases within one Unix second observe 0; crossing a second boundary by
-    // 0.2 s observes 1 (the anchor subtracts whole Unix seconds).
+    // 0.2 s observes 1 (the Go listener subtracts whole Unix seconds).
     let mut job = started("b");
     job.common.scale_set_assign_time = Some(datetime!(2024-05-01 10:00:00.1 UTC));
     job.common.runner_assign_time = Some(datetime!(2024-05-01 10:00:00.9 UTC));

@@ -1,9 +1,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use github_client::JobCommon;
+use github_client::{JobCommon, JobCompleted};
 use opentelemetry::Value;
+use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use prometheus::Registry;
 use time::macros::datetime;
 
 use super::*;
@@ -82,7 +87,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
         &settings(IdScheme::OtelExplorer),
         &registry,
     );
-    let spans = r.job_spans(&completed("failed"));
+    let spans = r.spans.job_spans(&completed("failed"));
     assert_eq!(
         spans.iter().map(|s| s.name.as_ref()).collect::<Vec<_>>(),
         [SPAN_QUEUE, SPAN_STARTUP, SPAN_EXECUTION]
@@ -178,7 +183,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
     assert_eq!(spans[0].status, Status::Unset);
     assert!(attr(&spans[0], "github.conclusion").is_none());
 
-    let ok = r.job_spans(&completed("succeeded"));
+    let ok = r.spans.job_spans(&completed("succeeded"));
     assert_eq!(ok[2].status, Status::Unset);
     assert_eq!(
         attr(&ok[2], "cicd.pipeline.task.run.result"),
@@ -196,7 +201,8 @@ async fn spans_are_skipped_when_a_time_is_missing() {
         &registry,
     );
     let names = |job: &JobCompleted| -> Vec<String> {
-        r.job_spans(job)
+        r.spans
+            .job_spans(job)
             .iter()
             .map(|s| s.name.to_string())
             .collect()
@@ -215,7 +221,7 @@ async fn spans_are_skipped_when_a_time_is_missing() {
     assert_eq!(names(&job), [SPAN_EXECUTION]);
     assert!(names(&JobCompleted::default()).is_empty());
     // Cancelled executions are not errors.
-    let spans = r.job_spans(&completed("canceled"));
+    let spans = r.spans.job_spans(&completed("canceled"));
     assert_eq!(spans[2].status, Status::Unset);
     assert_eq!(
         attr(&spans[2], "cicd.pipeline.task.run.result"),
@@ -255,11 +261,11 @@ async fn records_are_batched_and_exported_in_the_background() {
     r.shutdown(Duration::from_secs(10)).await;
     assert_eq!(exporter.spans.lock().unwrap().len(), 21);
     assert!(exporter.calls.load(Ordering::SeqCst) >= 3);
-    assert_eq!(r.metrics.exported.get(), 21);
-    assert_eq!(r.metrics.pending.get(), 0);
+    assert_eq!(r.export.metrics.exported.get(), 21);
+    assert_eq!(r.export.metrics.pending.get(), 0);
     // After shutdown, records are dropped and counted, never exported.
     r.record_job_completed(&completed("succeeded"));
-    assert_eq!(r.metrics.dropped_shutdown.get(), 3);
+    assert_eq!(r.export.metrics.dropped_shutdown.get(), 3);
     r.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -281,7 +287,7 @@ async fn a_hung_exporter_neither_blocks_records_nor_shutdown() {
     let started = std::time::Instant::now();
     r.shutdown(Duration::from_millis(300)).await;
     assert!(started.elapsed() < Duration::from_secs(30));
-    let m = &r.metrics;
+    let m = &r.export.metrics;
     assert!(m.dropped_queue_full.get() > 0);
     assert_eq!(m.exported.get(), 0);
     assert_eq!(m.pending.get(), 0);

@@ -1,0 +1,202 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn endpoint(config: Option<&str>, insecure: bool, e: &[(&str, &str)]) -> Option<String> {
+    OtelSettings::resolve(config, insecure, IdScheme::default(), &env(e))
+        .unwrap()
+        .map(|s| s.endpoint.to_string())
+}
+
+#[test]
+fn no_endpoint_means_no_exporter() {
+    assert!(endpoint(None, false, &[]).is_none());
+    assert!(endpoint(Some("  "), true, &[("OTEL_ENDPOINT", "")]).is_none());
+}
+
+#[test]
+fn endpoint_forms_and_precedence() {
+    type Case<'a> = (Option<&'a str>, bool, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 9] = [
+        (
+            Some("collector:4318"),
+            true,
+            &[],
+            "http://collector:4318/v1/traces",
+        ),
+        (
+            Some("collector:4318"),
+            false,
+            &[],
+            "https://collector:4318/v1/traces",
+        ),
+        (
+            Some("http://c:4318/"),
+            false,
+            &[],
+            "http://c:4318/v1/traces",
+        ),
+        (
+            Some("https://c/otlp/v1/traces"),
+            true,
+            &[],
+            "https://c/otlp/v1/traces",
+        ),
+        (
+            Some("https://c/otlp"),
+            true,
+            &[],
+            "https://c/otlp/v1/traces",
+        ),
+        (
+            None,
+            true,
+            &[("OTEL_ENDPOINT", "seed:4318")],
+            "http://seed:4318/v1/traces",
+        ),
+        (
+            None,
+            false,
+            &[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/custom"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://g:4318"),
+            ],
+            "http://t:4318/custom",
+        ),
+        (
+            None,
+            false,
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://g:4318/base/")],
+            "http://g:4318/base/v1/traces",
+        ),
+        (
+            Some("http://cfg:1"),
+            false,
+            &[("OTEL_ENDPOINT", "http://seed:2")],
+            "http://cfg:1/v1/traces",
+        ),
+    ];
+    for (config, insecure, e, want) in cases {
+        assert_eq!(
+            endpoint(config, insecure, e).as_deref(),
+            Some(want),
+            "{config:?} {e:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_endpoints_are_clear_errors() {
+    let err = OtelSettings::resolve(Some("ftp://x:1"), false, IdScheme::default(), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("otel_endpoint") && err.contains("http or https"),
+        "{err}"
+    );
+    let err = OtelSettings::resolve(
+        None,
+        false,
+        IdScheme::default(),
+        &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[bad")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
+}
+
+#[test]
+fn headers_timeout_and_resource() {
+    let s = OtelSettings::resolve(
+        Some("c:4318"),
+        true,
+        IdScheme::RunnerContract,
+        &env(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-generic=1"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "authorization=Bearer%20s3cret, x-tenant = acme",
+            ),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=from-attrs,deployment.environment=prod",
+            ),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        s.headers,
+        [
+            ("authorization".to_owned(), "Bearer s3cret".to_owned()),
+            ("x-tenant".to_owned(), "acme".to_owned())
+        ]
+    );
+    assert_eq!(s.timeout, Duration::from_millis(2500));
+    assert_eq!(s.service_name, "from-attrs");
+    assert_eq!(
+        s.resource_attributes,
+        [("deployment.environment".to_owned(), "prod".to_owned())]
+    );
+    assert_eq!(s.id_scheme, IdScheme::RunnerContract);
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+    assert!(debug.contains("authorization: <redacted>"), "{debug}");
+
+    let s = OtelSettings::resolve(
+        Some("c:4318"),
+        true,
+        IdScheme::default(),
+        &env(&[
+            ("OTEL_SERVICE_NAME", "svc"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=ignored"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "100"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "nonsense"),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(s.service_name, "svc");
+    assert_eq!(s.timeout, Duration::from_millis(100));
+    let s = OtelSettings::resolve(Some("c:1"), true, IdScheme::default(), &env(&[]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.service_name, "gha-listener");
+    assert_eq!(s.timeout, Duration::from_secs(10));
+    assert!(s.headers.is_empty());
+
+    let err = OtelSettings::resolve(
+        Some("c:1"),
+        true,
+        IdScheme::default(),
+        &env(&[("OTEL_EXPORTER_OTLP_HEADERS", "authorization")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_HEADERS") && err.contains("key=value"),
+        "{err}"
+    );
+    let err = OtelSettings::resolve(
+        Some("c:1"),
+        true,
+        IdScheme::default(),
+        &env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "5s")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{err}");
+}
+
+#[test]
+fn percent_decoding() {
+    assert_eq!(percent_decode("a%20b%2Cc"), "a b,c");
+    assert_eq!(percent_decode("100%"), "100%");
+    assert_eq!(percent_decode("%zz"), "%zz");
+}
