@@ -15,7 +15,6 @@
 //!   `spans/export` (queue, batching, OTLP exporter), `spans/settings` ([`OtelSettings`]).
 //! - `config`: the `metrics` value of config.json; `labels`: scale-set labels and the
 //!   workflow-ref parser; `error`: [`RecorderError`].
-#![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::sync::Arc;
