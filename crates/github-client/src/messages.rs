@@ -222,7 +222,10 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
 }
 
 /// A job type's own fields and then its [`JobCommon`], each decoded straight from the
-/// item's text (fields the other half owns are skipped without allocating).
+/// item's text (fields the other half owns are skipped without allocating). The second
+/// scan costs about 1 µs per job over the former single decode into a private copy of the
+/// fields (release build, 50 `JobStarted` per message: 2.9–7.3 → 4.1–8.9 µs per job on a
+/// loaded 2-CPU VM), about 1 % of the listener's 98 µs of CPU per job.
 fn decode_job<T: serde::de::DeserializeOwned>(
     item: &str,
     common: impl FnOnce(&mut T) -> &mut JobCommon,
