@@ -48,7 +48,10 @@ pub struct ClientOptions {
     pub long_poll_timeout: Duration,
     /// How long a 409 on session creation is waited out before giving up.
     pub session_conflict_timeout: Duration,
-    /// Tests only: use this REST base instead of the one derived from the config URL.
+    /// Tests only: use this REST base instead of the one derived from the config URL. Hidden
+    /// rather than removed: a github.com config URL's REST base (`api.github.com`) cannot be
+    /// pointed at a local fake any other way (its HTTPS would need a CONNECT-capable fake).
+    #[doc(hidden)]
     pub rest_base_override: Option<String>,
     /// Proxy settings; `None` reads `https_proxy`/`http_proxy`/`no_proxy` from the process env.
     pub proxy: Option<ProxyConfig>,

@@ -16,7 +16,6 @@
 //! - `error`: [`Error`], classified by [`retry::Classify`].
 //! - `retry`: the client's retry settings ([`RetryPolicy`]) and counters ([`ClientMetrics`]).
 //! - `config_url`, `net`, `secret`: the config URL, TLS/proxy, secrets that never print.
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
 mod client;

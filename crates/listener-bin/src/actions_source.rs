@@ -49,10 +49,6 @@ impl ActionsSource {
         Arc::clone(&*self.session.read().await)
     }
 
-    pub async fn session_id(&self) -> String {
-        self.current().await.session_id().to_owned()
-    }
-
     pub fn client(&self) -> &ActionsClient {
         &self.client
     }

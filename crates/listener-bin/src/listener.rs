@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use github_client::{JobMessage, RunnerScaleSetMessage};
 use recorders::{Readiness, Recorder};
-use scaler::{RunnerJobStatus, Scaler};
+use scaler::{EphemeralRunnerJobStatus, RunnerJobStatus, Scaler};
 use tokio_util::sync::CancellationToken;
 
 use retry::{Backoff, Classify, FailureKind};
@@ -251,12 +251,14 @@ pub fn runner_job_status(job: &github_client::JobStarted) -> RunnerJobStatus {
     let c = &job.common;
     RunnerJobStatus {
         runner_name: job.runner_name.clone(),
-        job_request_id: c.runner_request_id,
-        job_repository_name: format!("{}/{}", c.owner_name, c.repository_name),
-        job_id: c.job_id.clone(),
-        workflow_run_id: c.workflow_run_id,
-        job_workflow_ref: c.job_workflow_ref.clone(),
-        job_display_name: c.job_display_name.clone(),
+        status: EphemeralRunnerJobStatus {
+            job_request_id: c.runner_request_id,
+            job_repository_name: format!("{}/{}", c.owner_name, c.repository_name),
+            job_id: c.job_id.clone(),
+            workflow_run_id: c.workflow_run_id,
+            job_workflow_ref: c.job_workflow_ref.clone(),
+            job_display_name: c.job_display_name.clone(),
+        },
     }
 }
 
@@ -782,7 +784,7 @@ mod tests {
         let patches = listener.scaler.runner_patches.lock().unwrap();
         assert_eq!(patches.len(), 2);
         assert_eq!(patches[0].runner_name, "runner-11");
-        assert_eq!(patches[0].job_repository_name, "octo/app");
+        assert_eq!(patches[0].status.job_repository_name, "octo/app");
         let events = recorder.events.lock().unwrap();
         assert!(events.contains(&"started 12".to_string()));
         assert!(events.contains(&"completed 11".to_string()));

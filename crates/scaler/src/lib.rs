@@ -12,18 +12,13 @@
 
 use std::future::Future;
 
-/// The job fields written to an `EphemeralRunner`'s status when its job starts.
+/// A started job's runner and the job fields written to its status: the runner is
+/// the patch's target, `status` its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunnerJobStatus {
     /// The `EphemeralRunner`'s name (the job's `runnerName`).
     pub runner_name: String,
-    pub job_request_id: i64,
-    /// `owner/repo`.
-    pub job_repository_name: String,
-    pub job_id: String,
-    pub workflow_run_id: i64,
-    pub job_workflow_ref: String,
-    pub job_display_name: String,
+    pub status: EphemeralRunnerJobStatus,
 }
 
 /// What the listener asks of Kubernetes.

@@ -131,27 +131,19 @@ impl From<ScaleDecision> for ScalePatch {
 
 /// `{"status":{...job fields...}}` for `ephemeralrunners/{name}/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunnerStatusPatch {
-    pub status: EphemeralRunnerJobStatus,
+pub struct RunnerStatusPatch<'a> {
+    pub status: &'a EphemeralRunnerJobStatus,
 }
 
-impl From<&RunnerJobStatus> for RunnerStatusPatch {
-    fn from(job: &RunnerJobStatus) -> Self {
+impl<'a> From<&'a RunnerJobStatus> for RunnerStatusPatch<'a> {
+    fn from(job: &'a RunnerJobStatus) -> Self {
         Self {
-            status: EphemeralRunnerJobStatus {
-                job_request_id: job.job_request_id,
-                job_repository_name: job.job_repository_name.clone(),
-                job_id: job.job_id.clone(),
-                workflow_run_id: job.workflow_run_id,
-                job_workflow_ref: job.job_workflow_ref.clone(),
-                job_display_name: job.job_display_name.clone(),
-            },
+            status: &job.status,
         }
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -180,9 +172,11 @@ mod tests {
     fn runner_patch_omits_empty_values() {
         let job = RunnerJobStatus {
             runner_name: "r".into(),
-            job_request_id: 12,
-            job_repository_name: "octo/repo".into(),
-            ..Default::default()
+            status: EphemeralRunnerJobStatus {
+                job_request_id: 12,
+                job_repository_name: "octo/repo".into(),
+                ..Default::default()
+            },
         };
         assert_eq!(
             serde_json::to_value(RunnerStatusPatch::from(&job)).unwrap(),

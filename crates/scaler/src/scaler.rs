@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use crate::error::ScalerError;
 use crate::resources::{EphemeralRunner, EphemeralRunnerSet, RunnerStatusPatch, ScalePatch};
 use crate::retry::RetryPolicy;
-use crate::state::{DesiredCountState, ScaleDecision};
+use crate::state::DesiredCountState;
 use crate::{RunnerJobStatus, Scaler};
 
 /// Which set to scale, its bounds, and how hard to try.
@@ -56,7 +56,6 @@ pub struct EphemeralRunnerSetScaler {
     config: ScalerConfig,
     /// Held across the patch so decisions and their patches go out in call order.
     state: tokio::sync::Mutex<DesiredCountState>,
-    last_patch: std::sync::Mutex<Option<ScaleDecision>>,
     retries: AtomicU64,
 }
 
@@ -165,7 +164,6 @@ impl EphemeralRunnerSetScaler {
                 config.max_runners,
             )),
             config,
-            last_patch: std::sync::Mutex::new(None),
             retries: AtomicU64::new(0),
         }
     }
@@ -183,14 +181,6 @@ impl EphemeralRunnerSetScaler {
     /// Retries made so far (all requests), for the reliability report.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
-    }
-
-    /// The last scale decision (replicas and patchID), whether or not its patch succeeded.
-    pub fn last_patch(&self) -> Option<ScaleDecision> {
-        *self
-            .last_patch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `op` until it succeeds, fails permanently, or transient failures use up the
@@ -256,10 +246,6 @@ impl EphemeralRunnerSetScaler {
             state.mark_dirty();
         }
         let decision = state.next(count);
-        *self
-            .last_patch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(decision);
         tracing::info!(
             assigned_jobs = count,
             min = self.config.min_runners,
@@ -329,7 +315,7 @@ impl EphemeralRunnerSetScaler {
         let namespace = self.config.namespace.as_str();
         if runner.is_empty() {
             tracing::warn!(
-                job_request_id = job.job_request_id,
+                job_request_id = job.status.job_request_id,
                 "job started without a runner name, not patching any EphemeralRunner"
             );
             return;
@@ -345,13 +331,13 @@ impl EphemeralRunnerSetScaler {
         match result {
             Ok(_) => tracing::info!(
                 runner,
-                job_request_id = job.job_request_id,
-                job_id = %job.job_id,
+                job_request_id = job.status.job_request_id,
+                job_id = %job.status.job_id,
                 "EphemeralRunner status updated with the job"
             ),
             Err(Failure::Permanent { code: 404, .. }) => tracing::info!(
                 runner,
-                job_request_id = job.job_request_id,
+                job_request_id = job.status.job_request_id,
                 "EphemeralRunner not found (already gone), skipping its status patch"
             ),
             Err(Failure::Permanent {

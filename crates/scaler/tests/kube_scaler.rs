@@ -9,8 +9,8 @@ use retry::Classify as _;
 use std::time::Duration;
 
 use scaler::{
-    DesiredCountState, EphemeralRunnerSetScaler, RetryPolicy, RunnerJobStatus, ScaleDecision,
-    Scaler, ScalerConfig, ScalerError,
+    DesiredCountState, EphemeralRunnerJobStatus, EphemeralRunnerSetScaler, RetryPolicy,
+    RunnerJobStatus, Scaler, ScalerConfig, ScalerError,
 };
 use serde_json::json;
 use simulator::kube_api::{FakeKubeApi, Fault, FaultAction};
@@ -86,12 +86,14 @@ fn set_patches(fake: &FakeKubeApi, name: &str) -> Vec<serde_json::Value> {
 fn job(runner: &str, request_id: i64) -> RunnerJobStatus {
     RunnerJobStatus {
         runner_name: runner.to_owned(),
-        job_request_id: request_id,
-        job_repository_name: "octo-org/hello".to_owned(),
-        job_id: format!("job-{request_id}"),
-        workflow_run_id: 9000 + request_id,
-        job_workflow_ref: "octo-org/hello/.github/workflows/ci.yml@refs/heads/main".to_owned(),
-        job_display_name: "build (ubuntu)".to_owned(),
+        status: EphemeralRunnerJobStatus {
+            job_request_id: request_id,
+            job_repository_name: "octo-org/hello".to_owned(),
+            job_id: format!("job-{request_id}"),
+            workflow_run_id: 9000 + request_id,
+            job_workflow_ref: "octo-org/hello/.github/workflows/ci.yml@refs/heads/main".to_owned(),
+            job_display_name: "build (ubuntu)".to_owned(),
+        },
     }
 }
 
@@ -113,20 +115,18 @@ async fn patch_sequence_equals_the_go_listener_table() {
                 .await
                 .unwrap();
             assert_eq!(got, target, "{case} step {step}");
-            assert_eq!(
-                scaler.last_patch(),
-                Some(ScaleDecision {
-                    replicas: target,
-                    patch_id
-                }),
-                "{case} step {step}"
-            );
             let replicas = if target == 0 {
                 json!(null)
             } else {
                 json!(target)
             };
-            expected_bodies.push(json!({"spec": {"patchID": patch_id, "replicas": replicas}}));
+            let body = json!({"spec": {"patchID": patch_id, "replicas": replicas}});
+            assert_eq!(
+                set_patches(&fake, &name).last(),
+                Some(&body),
+                "{case} step {step}"
+            );
+            expected_bodies.push(body);
             let stored = fake.get_ephemeral_runner_set(NS, &name).unwrap();
             assert_eq!(
                 stored["spec"]["patchID"],
@@ -195,8 +195,10 @@ async fn runner_status_patch_body_is_exact() {
     fake.clear_requests();
     let sparse = RunnerJobStatus {
         runner_name: "runner-a".into(),
-        job_request_id: 43,
-        ..Default::default()
+        status: EphemeralRunnerJobStatus {
+            job_request_id: 43,
+            ..Default::default()
+        },
     };
     scaler.handle_jobs_started(vec![sparse]).await;
     assert_eq!(fake.requests()[0].body, r#"{"status":{"jobRequestId":43}}"#);
@@ -323,14 +325,12 @@ async fn exhausted_retries_are_a_transient_error() {
         matches!(err, ScalerError::RetriesExhausted { attempts: 4, .. }),
         "{err:?}"
     );
-    // The decision is still recorded for logging.
-    assert_eq!(
-        scaler.last_patch(),
-        Some(ScaleDecision {
-            replicas: 1,
-            patch_id: 0
-        })
-    );
+    // Every attempt sent the same decision.
+    let bodies = set_patches(&fake, SET);
+    assert_eq!(bodies.len(), 4);
+    for body in bodies {
+        assert_eq!(body, json!({"spec": {"patchID": 0, "replicas": 1}}));
+    }
 
     // A failing runner-status patch never surfaces: the call returns normally.
     scaler.handle_jobs_started(vec![job("runner-a", 1)]).await;
