@@ -86,11 +86,7 @@ pub struct LoopMetrics {
 impl LoopMetrics {
     pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
         let counter =
-            |name: &str, help: &str| -> Result<prometheus::IntCounter, prometheus::Error> {
-                let c = prometheus::IntCounter::new(name, help)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+            |name: &str, help: &str| recorders::metric::register_counter(registry, name, help);
         Ok(Self {
             messages: counter("gha_listener_messages_total", "Queue messages handled.")?,
             poison_messages: counter(

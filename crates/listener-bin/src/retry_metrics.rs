@@ -39,8 +39,7 @@ impl RetryCounters {
             )?,
             sources: OnceLock::new(),
         }));
-        registry.register(Box::new(counters.clone()))?;
-        Ok(counters)
+        recorders::metric::register(registry, counters)
     }
 
     /// Where the monotonic totals come from; only the first call counts.
