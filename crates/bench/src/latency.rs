@@ -88,6 +88,13 @@ pub fn message_body(shape: MessageShape, first_id: i64) -> String {
             "finishTime": "0001-01-01T00:00:00Z",
         })
     };
+    // Started and completed jobs run on the runners `create_runners` made.
+    let on_runner = |kind: &str, id: i64, i: usize| {
+        let mut j = common(kind, id, i);
+        j["runnerId"] = json!(i + 1);
+        j["runnerName"] = json!(runner_name(i));
+        j
+    };
     let mut jobs = Vec::new();
     let mut id = first_id;
     for i in 0..shape.available {
@@ -99,16 +106,11 @@ pub fn message_body(shape: MessageShape, first_id: i64) -> String {
         id += 1;
     }
     for i in 0..shape.started {
-        let mut j = common("JobStarted", id, i);
-        j["runnerId"] = json!(i + 1);
-        j["runnerName"] = json!(runner_name(i));
-        jobs.push(j);
+        jobs.push(on_runner("JobStarted", id, i));
         id += 1;
     }
     for i in 0..shape.completed {
-        let mut j = common("JobCompleted", id, i);
-        j["runnerId"] = json!(i + 1);
-        j["runnerName"] = json!(runner_name(i));
+        let mut j = on_runner("JobCompleted", id, i);
         j["finishTime"] = json!("2026-01-01T00:01:00Z");
         j["result"] = json!("succeeded");
         jobs.push(j);

@@ -93,26 +93,14 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.latency =
                     Duration::from_millis(value("--latency-ms")?.parse().context("--latency-ms")?)
             }
-            "--ns" => {
-                args.ns = value("--ns")?
-                    .split(',')
-                    .map(|n| n.trim().parse::<usize>())
-                    .collect::<Result<_, _>>()
-                    .context("--ns")?
-            }
+            "--ns" => args.ns = comma_list(&value("--ns")?).context("--ns")?,
             "--jobs" => args.jobs = value("--jobs")?.parse().context("--jobs")?,
             "--telemetry-jobs" => {
                 args.telemetry_jobs = value("--telemetry-jobs")?
                     .parse()
                     .context("--telemetry-jobs")?
             }
-            "--only" => {
-                args.only = value("--only")?
-                    .split(',')
-                    .map(|n| n.trim().parse::<u8>())
-                    .collect::<Result<_, _>>()
-                    .context("--only")?
-            }
+            "--only" => args.only = comma_list(&value("--only")?).context("--only")?,
             "--skip-build" => args.skip_build = true,
             "--listener" => args.listener = Some(PathBuf::from(value("--listener")?)),
             "--json" => args.json = Some(PathBuf::from(value("--json")?)),
@@ -546,24 +534,17 @@ async fn run(args: Args) -> anyhow::Result<Results> {
     Ok(results)
 }
 
+/// `a,b,c` parsed item by item, spaces around items allowed.
+fn comma_list<T: std::str::FromStr, C: FromIterator<T>>(text: &str) -> Result<C, T::Err> {
+    text.split(',').map(|n| n.trim().parse::<T>()).collect()
+}
+
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            return ExitCode::from(2);
-        }
+    let Ok(args) = parse_args().inspect_err(|e| eprintln!("bench: {e:#}")) else {
+        return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = simulator::support::driver_runtime("bench") else {
+        return ExitCode::FAILURE;
     };
     let quick = args.quick;
     let json = args.json.clone();

@@ -186,6 +186,14 @@ impl Results {
     }
 }
 
+/// A section's title (which ends in its own blank line), then its table's header and
+/// alignment rows.
+fn table_head(out: &mut String, title: &str, header: &str, separator: &str) {
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "{separator}");
+}
+
 fn cell(s: &Summary, decimals: usize) -> String {
     format!(
         "{:.d$} ({:.d$} – {:.d$})",
@@ -207,15 +215,12 @@ pub fn table(r: &Results) -> String {
     );
     if !r.latency.is_empty() {
         let l = r.settings.latency_ms;
-        let _ = writeln!(
-            out,
-            "**1. Scale-up latency** (message: N JobAvailable + N JobStarted, totalAssignedJobs = N; in process)\n"
+        table_head(
+            &mut out,
+            "**1. Scale-up latency** (message: N JobAvailable + N JobStarted, totalAssignedJobs = N; in process)\n",
+            "| handler | N | (a) delivery → scale patch, ms | (b) delivery → all work done, ms | anchor model (3+N)·L | runner patch status |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
         );
-        let _ = writeln!(
-            out,
-            "| handler | N | (a) delivery → scale patch, ms | (b) delivery → all work done, ms | anchor model (3+N)·L | runner patch status |"
-        );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | --- |");
         for row in &r.latency {
             let _ = writeln!(
                 out,
@@ -231,16 +236,15 @@ pub fn table(r: &Results) -> String {
         out.push('\n');
     }
     if let Some(b) = &r.burst {
-        let _ = writeln!(
-            out,
-            "**2. Throughput** (the binary, {} jobs queued at once, metrics and spans on, no injected latency)\n",
-            b.jobs
+        table_head(
+            &mut out,
+            &format!(
+                "**2. Throughput** (the binary, {} jobs queued at once, metrics and spans on, no injected latency)\n",
+                b.jobs
+            ),
+            "| jobs/s | messages/s | CPU µs per job | context switches per job | wall s | messages | spans received (1st run) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         );
-        let _ = writeln!(
-            out,
-            "| jobs/s | messages/s | CPU µs per job | context switches per job | wall s | messages | spans received (1st run) |"
-        );
-        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} |\n",
@@ -254,12 +258,12 @@ pub fn table(r: &Results) -> String {
         );
     }
     if r.startup.is_some() || r.burst.is_some() {
-        let _ = writeln!(out, "**3. Memory** (MiB)\n");
-        let _ = writeln!(
-            out,
-            "| idle RSS (VmRSS) | idle peak (VmHWM) | burst peak (VmHWM) |"
+        table_head(
+            &mut out,
+            "**3. Memory** (MiB)\n",
+            "| idle RSS (VmRSS) | idle peak (VmHWM) | burst peak (VmHWM) |",
+            "| ---: | ---: | ---: |",
         );
-        let _ = writeln!(out, "| ---: | ---: | ---: |");
         let na = "n/a".to_string();
         let _ = writeln!(
             out,
@@ -281,16 +285,15 @@ pub fn table(r: &Results) -> String {
         );
     }
     if !r.telemetry.is_empty() {
-        let _ = writeln!(
-            out,
-            "**5. Telemetry overhead** (the binary; 5a: one message of N JobAvailable + N JobStarted + N JobCompleted at L; throughput: {} jobs, no latency)\n",
-            r.settings.telemetry_jobs
+        table_head(
+            &mut out,
+            &format!(
+                "**5. Telemetry overhead** (the binary; 5a: one message of N JobAvailable + N JobStarted + N JobCompleted at L; throughput: {} jobs, no latency)\n",
+                r.settings.telemetry_jobs
+            ),
+            "| collector | (a) scale patch, ms | (b) work done, ms | jobs/s | CPU µs per job | peak RSS MiB | spans exported / failed / dropped / pending at the end (1st run) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         );
-        let _ = writeln!(
-            out,
-            "| collector | (a) scale patch, ms | (b) work done, ms | jobs/s | CPU µs per job | peak RSS MiB | spans exported / failed / dropped / pending at the end (1st run) |"
-        );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for t in &r.telemetry {
             let _ = writeln!(
                 out,
@@ -323,16 +326,15 @@ pub fn table(r: &Results) -> String {
         );
     }
     if !r.runtime.is_empty() {
-        let _ = writeln!(
-            out,
-            "**7. Experiment: Tokio runtime flavour** (`ghalistener-runtime-variant`: the same `listener_bin::app::run`, {} jobs, collector healthy)\n",
-            r.settings.telemetry_jobs
+        table_head(
+            &mut out,
+            &format!(
+                "**7. Experiment: Tokio runtime flavour** (`ghalistener-runtime-variant`: the same `listener_bin::app::run`, {} jobs, collector healthy)\n",
+                r.settings.telemetry_jobs
+            ),
+            "| loop runs | jobs/s | CPU µs per job | context switches per job | peak RSS MiB |",
+            "| --- | ---: | ---: | ---: | ---: |",
         );
-        let _ = writeln!(
-            out,
-            "| loop runs | jobs/s | CPU µs per job | context switches per job | peak RSS MiB |"
-        );
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
         for b in &r.runtime {
             let what = match b.collector.as_str() {
                 "block_on" => {
@@ -358,9 +360,12 @@ pub fn table(r: &Results) -> String {
         out.push('\n');
     }
     if !r.targets.is_empty() {
-        let _ = writeln!(out, "**Targets**\n");
-        let _ = writeln!(out, "| figure | target | median | met |");
-        let _ = writeln!(out, "| --- | --- | ---: | --- |");
+        table_head(
+            &mut out,
+            "**Targets**\n",
+            "| figure | target | median | met |",
+            "| --- | --- | ---: | --- |",
+        );
         for t in &r.targets {
             let _ = writeln!(
                 out,

@@ -45,7 +45,11 @@ fn fake_config() -> FakeActionsConfig {
 }
 
 async fn start_fake() -> FakeActions {
-    FakeActions::start(fake_config()).await.unwrap()
+    start_fake_with(fake_config()).await
+}
+
+async fn start_fake_with(config: FakeActionsConfig) -> FakeActions {
+    FakeActions::start(config).await.unwrap()
 }
 
 fn pat() -> Credentials {
@@ -161,7 +165,7 @@ async fn pat_flow_for_the_three_scopes() {
 #[tokio::test]
 async fn app_flow_for_the_three_scopes_with_pkcs1_and_pkcs8_keys() {
     for (scope, key) in SCOPES.iter().zip([PKCS1, PKCS8, PKCS1]) {
-        let fake = FakeActions::start(app_fake_config()).await.unwrap();
+        let fake = start_fake_with(app_fake_config()).await;
         let creds = Credentials::App {
             app_id: APP_ID.into(),
             installation_id: INSTALLATION_ID,
@@ -174,7 +178,7 @@ async fn app_flow_for_the_three_scopes_with_pkcs1_and_pkcs8_keys() {
         fake.shutdown().await;
     }
     // a key that does not match the App's public key is rejected: credentials error, fatal
-    let fake = FakeActions::start(app_fake_config()).await.unwrap();
+    let fake = start_fake_with(app_fake_config()).await;
     let other_key = PKCS8.replace('\r', "");
     let creds = Credentials::App {
         app_id: "999".into(), // wrong app id: JWT issuer mismatch
@@ -233,12 +237,11 @@ async fn wrong_pat_is_credentials_rejected_without_the_secret() {
 #[tokio::test]
 async fn admin_token_refreshed_before_expiry_and_after_rejection() {
     // exp within the 60 s margin: every admin call refreshes first.
-    let fake = FakeActions::start(FakeActionsConfig {
+    let fake = start_fake_with(FakeActionsConfig {
         admin_token_ttl: Duration::from_secs(30),
         ..fake_config()
     })
-    .await
-    .unwrap();
+    .await;
     let client = client(&fake, "my-org", options());
     let session = client.open_session(1, "pod").await.unwrap();
     assert_eq!(fake.stats().runner_registrations, 1);
@@ -426,12 +429,11 @@ async fn requests_time_out_and_are_retried() {
     assert_eq!(client.metrics().retries(), 1);
 
     // the long poll has its own timeout, above the service's hold
-    let fake = FakeActions::start(FakeActionsConfig {
+    let fake = start_fake_with(FakeActionsConfig {
         long_poll_hold: Duration::from_secs(30),
         ..fake_config()
     })
-    .await
-    .unwrap();
+    .await;
     let client = self::client(
         &fake,
         "my-org",
@@ -461,12 +463,11 @@ async fn requests_time_out_and_are_retried() {
 
 #[tokio::test]
 async fn get_message_is_cancel_safe() {
-    let fake = FakeActions::start(FakeActionsConfig {
+    let fake = start_fake_with(FakeActionsConfig {
         long_poll_hold: Duration::from_secs(30),
         ..fake_config()
     })
-    .await
-    .unwrap();
+    .await;
     let client = client(&fake, "my-org", options());
     let session = client.open_session(1, "pod").await.unwrap();
     let cancelled =
@@ -534,12 +535,11 @@ async fn bom_malformed_and_unknown_messages() {
 
 #[tokio::test]
 async fn tls_fake_needs_the_configured_root_ca() {
-    let fake = FakeActions::start(FakeActionsConfig {
+    let fake = start_fake_with(FakeActionsConfig {
         tls: true,
         ..fake_config()
     })
-    .await
-    .unwrap();
+    .await;
     assert!(fake.url().starts_with("https://"));
     let without = client(&fake, "my-org", options());
     let err = without.connect().await.unwrap_err();

@@ -1,6 +1,7 @@
 //! The real `ghalistener` binary against the simulator's fakes, through a kubeconfig.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
@@ -16,9 +17,12 @@ use simulator::workload::{
 
 const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 
-fn spawn_listener(env: &Environment, log: &std::path::Path) -> ListenerProcess {
-    ListenerProcess::start(environment_command(LISTENER, env), log, None)
-        .expect("spawn ghalistener")
+/// The listener on `env`, its output in `dir`/listener.log (returned for the failure messages).
+fn spawn_listener(env: &Environment, dir: &std::path::Path) -> (PathBuf, ListenerProcess) {
+    let log = dir.join("listener.log");
+    let child = ListenerProcess::start(environment_command(LISTENER, env), &log, None)
+        .expect("spawn ghalistener");
+    (log, child)
 }
 
 async fn sigterm(child: &mut ListenerProcess) -> (Option<i32>, Duration) {
@@ -28,6 +32,18 @@ async fn sigterm(child: &mut ListenerProcess) -> (Option<i32>, Duration) {
         .expect("sigterm");
     assert!(stopped.exit.is_some(), "listener exits after SIGTERM");
     (stopped.code(), stopped.took)
+}
+
+/// SIGTERM ends the listener with status 0 within `within`.
+async fn sigterm_exits_zero(child: &mut ListenerProcess, log: &std::path::Path, within: Duration) {
+    let (code, took) = sigterm(child).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    assert!(took < within, "took {took:?}");
 }
 
 /// The fake logs path and query; kube-rs may add an empty query.
@@ -40,14 +56,9 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = OtlpSink::start().await.expect("otlp sink");
     let metrics_addr = free_addr().expect("free port");
-    let mut options = EnvironmentOptions::new(dir.path());
-    options.long_poll_hold = Duration::from_secs(1);
-    options.metrics_addr = Some(metrics_addr);
-    options.otel_endpoint = Some(sink.endpoint());
-    options.log_level = "debug".into();
+    let options = EnvironmentOptions::observed(dir.path(), metrics_addr, sink.endpoint());
     let env = Environment::start(options).await.expect("environment");
-    let log = dir.path().join("listener.log");
-    let mut child = spawn_listener(&env, &log);
+    let (log, mut child) = spawn_listener(&env, dir.path());
 
     // The initial statistics (no jobs) scale to min_runners first.
     assert!(
@@ -171,14 +182,7 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
     assert_eq!(failed, summary.failed);
 
     // SIGTERM: session deleted, exit 0, quickly.
-    let (code, took) = sigterm(&mut child).await;
-    assert_eq!(
-        code,
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    sigterm_exits_zero(&mut child, &log, Duration::from_secs(10)).await;
     assert_eq!(env.actions.stats().sessions_deleted, 1);
     assert_eq!(env.actions.stats().sessions_active, 0);
 
@@ -200,8 +204,7 @@ async fn sigterm_during_long_poll_deletes_session_and_exits_zero() {
     let mut options = EnvironmentOptions::new(dir.path());
     options.long_poll_hold = Duration::from_secs(50);
     let env = Environment::start(options).await.expect("environment");
-    let log = dir.path().join("listener.log");
-    let mut child = spawn_listener(&env, &log);
+    let (log, mut child) = spawn_listener(&env, dir.path());
     assert!(
         wait_until(Duration::from_secs(30), || env
             .actions
@@ -213,14 +216,7 @@ async fn sigterm_during_long_poll_deletes_session_and_exits_zero() {
         .await
     );
     tokio::time::sleep(Duration::from_millis(300)).await; // inside the 50 s hold
-    let (code, took) = sigterm(&mut child).await;
-    assert_eq!(
-        code,
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    sigterm_exits_zero(&mut child, &log, Duration::from_secs(5)).await;
     assert_eq!(env.actions.stats().sessions_deleted, 1);
 }
 

@@ -197,11 +197,7 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = OtlpSink::start().await.expect("otlp sink");
     let metrics_addr = free_addr().expect("free port");
-    let mut options = EnvironmentOptions::new(dir.path());
-    options.long_poll_hold = Duration::from_secs(1);
-    options.metrics_addr = Some(metrics_addr);
-    options.otel_endpoint = Some(sink.endpoint());
-    options.log_level = "debug".into();
+    let options = EnvironmentOptions::observed(dir.path(), metrics_addr, sink.endpoint());
     let env = Environment::start(options).await.expect("environment");
     let proxy = RecordingProxy::start(env.actions.url()).await;
     let mut config = env.listener_config();

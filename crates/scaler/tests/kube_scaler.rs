@@ -51,6 +51,14 @@ fn config(name: &str, min: i32, max: i32) -> ScalerConfig {
     }
 }
 
+/// The fake holding SET at 0 replicas and one ephemeral runner, `runner`.
+async fn fake_with_runner(runner: &str) -> FakeKubeApi {
+    let fake = fake().await;
+    fake.put_ephemeral_runner_set(NS, SET, 0);
+    fake.put_ephemeral_runner(NS, runner);
+    fake
+}
+
 async fn scaler(fake: &FakeKubeApi, name: &str, min: i32, max: i32) -> EphemeralRunnerSetScaler {
     EphemeralRunnerSetScaler::new(client_for(fake).await, config(name, min, max))
 }
@@ -207,9 +215,7 @@ async fn runner_status_patch_body_is_exact() {
 
 #[tokio::test]
 async fn missing_runner_is_tolerated() {
-    let fake = fake().await;
-    fake.put_ephemeral_runner_set(NS, SET, 0);
-    fake.put_ephemeral_runner(NS, "present");
+    let fake = fake_with_runner("present").await;
     let scaler = scaler(&fake, SET, 0, 10).await;
     scaler
         .handle_jobs_started(vec![job("gone", 1), job("present", 2)])
@@ -237,9 +243,7 @@ async fn missing_runner_is_tolerated() {
 
 #[tokio::test]
 async fn transient_failures_are_retried() {
-    let fake = fake().await;
-    fake.put_ephemeral_runner_set(NS, SET, 0);
-    fake.put_ephemeral_runner(NS, "runner-a");
+    let fake = fake_with_runner("runner-a").await;
     let set_path = FakeKubeApi::set_path(NS, SET);
     let scaler = scaler(&fake, SET, 0, 10).await;
 
@@ -310,9 +314,7 @@ async fn timeouts_are_retried() {
 
 #[tokio::test]
 async fn exhausted_retries_are_a_transient_error() {
-    let fake = fake().await;
-    fake.put_ephemeral_runner_set(NS, SET, 0);
-    fake.put_ephemeral_runner(NS, "runner-a");
+    let fake = fake_with_runner("runner-a").await;
     fake.inject_fault(Fault::patch("*", FaultAction::Status(503)));
     let scaler = scaler(&fake, SET, 0, 10).await;
 

@@ -295,6 +295,23 @@ pub fn metric_value(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The runtime a driver's `main` runs on: two workers, as on the two-core machine the
+/// benchmark describes, so the drivers and the listener see the same scheduling. `None`
+/// after saying on stderr, as `program`, why it could not start.
+pub fn driver_runtime(program: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("{program}: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -50,6 +50,22 @@ impl EnvironmentOptions {
             runner_controller: true,
         }
     }
+
+    /// The listener with every output on: metrics at `metrics_addr`, spans to
+    /// `otel_endpoint`, debug logs, and a 1 s long poll so that a test sees many rounds.
+    pub fn observed(
+        dir: impl Into<PathBuf>,
+        metrics_addr: SocketAddr,
+        otel_endpoint: String,
+    ) -> Self {
+        Self {
+            long_poll_hold: Duration::from_secs(1),
+            metrics_addr: Some(metrics_addr),
+            otel_endpoint: Some(otel_endpoint),
+            log_level: "debug".into(),
+            ..Self::new(dir)
+        }
+    }
 }
 
 /// Both fakes, and the files the listener needs to reach them.

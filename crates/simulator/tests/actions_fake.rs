@@ -27,6 +27,11 @@ async fn start(config: FakeActionsConfig) -> FakeActions {
     FakeActions::start(config).await.unwrap()
 }
 
+/// A fake with [`quick`] settings and a client for it: how most tests begin.
+async fn quick_fake() -> (FakeActions, reqwest::Client) {
+    (start(quick()).await, client())
+}
+
 fn quick() -> FakeActionsConfig {
     FakeActionsConfig {
         long_poll_hold: Duration::from_secs(1),
@@ -165,6 +170,14 @@ async fn next_message(http: &reqwest::Client, session: &Session) -> (i64, Vec<Va
     )
 }
 
+/// The session's own URL (refresh with PATCH, close with DELETE).
+fn session_url(service: &str, session: &Session) -> String {
+    format!(
+        "{service}_apis/runtime/runnerscalesets/1/sessions/{}?api-version=6.0-preview",
+        session.id
+    )
+}
+
 fn delete_url(session: &Session, message_id: i64) -> String {
     let (path, query) = session.queue_url.split_once('?').unwrap();
     format!("{path}/{message_id}?{query}")
@@ -203,8 +216,7 @@ fn types(body: &[Value]) -> Vec<&str> {
 
 #[tokio::test]
 async fn pat_flow_end_to_end() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let rest = format!("{}/api/v3", fake.url());
     let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
     let claims = jwt_claims(&admin);
@@ -271,10 +283,7 @@ async fn pat_flow_end_to_end() {
     assert_eq!(ack(&http, &s, id3).await, StatusCode::NO_CONTENT);
 
     let response = http
-        .delete(format!(
-            "{service}_apis/runtime/runnerscalesets/1/sessions/{}?api-version=6.0-preview",
-            s.id
-        ))
+        .delete(session_url(&service, &s))
         .bearer_auth(&admin)
         .send()
         .await
@@ -302,8 +311,7 @@ async fn pat_flow_end_to_end() {
 
 #[tokio::test]
 async fn rest_scopes_schemes_and_hosted_paths() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     for (path, scope) in [
         (
             "/repos/o/r/actions/runners/registration-token",
@@ -430,8 +438,7 @@ async fn app_flow_and_jwt_checks() {
 
 #[tokio::test]
 async fn wrong_and_expired_tokens_get_401() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let rest = format!("{}/api/v3", fake.url());
     let response = http
         .post(format!(
@@ -487,10 +494,7 @@ async fn wrong_and_expired_tokens_get_401() {
         StatusCode::UNAUTHORIZED
     );
     let response = http
-        .patch(format!(
-            "{service}_apis/runtime/runnerscalesets/1/sessions/{}?api-version=6.0-preview",
-            s.id
-        ))
+        .patch(session_url(&service, &s))
         .bearer_auth(&admin)
         .send()
         .await
@@ -540,8 +544,7 @@ async fn wrong_and_expired_tokens_get_401() {
 
 #[tokio::test]
 async fn conflict_until_the_stale_session_lapses() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let rest = format!("{}/api/v3", fake.url());
     let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
     fake.add_stale_session("old-pod", Duration::from_millis(1500));
@@ -563,10 +566,7 @@ async fn conflict_until_the_stale_session_lapses() {
         create_session(&http, &service, &admin).await.status(),
         StatusCode::CONFLICT
     );
-    let url = format!(
-        "{service}_apis/runtime/runnerscalesets/1/sessions/{}?api-version=6.0-preview",
-        s.id
-    );
+    let url = session_url(&service, &s);
     let response = http.delete(&url).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let response = http.delete(&url).bearer_auth(&admin).send().await.unwrap();
@@ -578,8 +578,7 @@ async fn conflict_until_the_stale_session_lapses() {
 
 #[tokio::test]
 async fn long_poll_holds_then_202_and_answers_as_soon_as_a_job_is_queued() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let (_, _, s) = pat_session(&fake, &http).await;
 
     let started = Instant::now();
@@ -661,8 +660,7 @@ async fn redelivery_until_ack_batching_and_raw_messages() {
 
 #[tokio::test]
 async fn acquire_semantics_and_statistics() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let (service, _, s) = pat_session(&fake, &http).await;
     fake.set_registered_runners(3);
     let ids = fake.queue_jobs(4);
@@ -733,8 +731,7 @@ async fn acquire_semantics_and_statistics() {
 
 #[tokio::test]
 async fn fault_injection() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let rest = format!("{}/api/v3", fake.url());
     let url = format!("{rest}/orgs/my-org/actions/runners/registration-token");
     let post = || http.post(&url).bearer_auth(PAT).send();
@@ -863,8 +860,7 @@ async fn tls_with_the_generated_ca() {
 
 #[tokio::test]
 async fn bad_requests_get_json_errors_never_a_panic() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let response = http
         .get(format!("{}/nope/at/all", fake.url()))
         .send()
@@ -993,8 +989,7 @@ async fn ten_thousand_jobs_flow_through() {
 
 #[tokio::test]
 async fn queue_job_with_explicit_fields() {
-    let fake = start(quick()).await;
-    let http = client();
+    let (fake, http) = quick_fake().await;
     let (_, _, s) = pat_session(&fake, &http).await;
     let id = fake.queue_job(FakeJob {
         repository_name: "repo-x".into(),

@@ -424,6 +424,11 @@ async fn runner_status_subresource() {
     assert!(fake.get_ephemeral_runner(NS, "r1").is_none());
 }
 
+/// The scale patch the fault test sends.
+fn two_replicas() -> serde_json::Value {
+    json!({"spec": {"replicas": 2}})
+}
+
 #[tokio::test]
 async fn faults_latency_and_request_log() {
     let (fake, client) = start(false).await;
@@ -432,13 +437,7 @@ async fn faults_latency_and_request_log() {
     fake.inject_fault(Fault::patch(set_path(), FaultAction::DropConnection).times(1));
     fake.inject_fault(Fault::patch("/apis/*", FaultAction::Status(429)).times(1));
 
-    let (status, body) = patch(
-        &fake,
-        &client,
-        &set_path(),
-        json!({"spec": {"replicas": 2}}),
-    )
-    .await;
+    let (status, body) = patch(&fake, &client, &set_path(), two_replicas()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["reason"], "ServiceUnavailable");
     let dropped = client
@@ -452,13 +451,7 @@ async fn faults_latency_and_request_log() {
     let (status, body) = patch(&fake, &client, &set_path(), json!({})).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["details"]["retryAfterSeconds"], 1);
-    let (status, _) = patch(
-        &fake,
-        &client,
-        &set_path(),
-        json!({"spec": {"replicas": 2}}),
-    )
-    .await;
+    let (status, _) = patch(&fake, &client, &set_path(), two_replicas()).await;
     assert_eq!(status, StatusCode::OK);
 
     let log = fake.requests();
@@ -468,7 +461,7 @@ async fn faults_latency_and_request_log() {
         log.iter()
             .all(|r| r.method == "PATCH" && r.path == set_path())
     );
-    assert_eq!(log[3].json(), json!({"spec": {"replicas": 2}}));
+    assert_eq!(log[3].json(), two_replicas());
     assert_eq!(log[3].content_type.as_deref(), Some(MERGE));
 
     // Latency and delays keep requests in flight together.

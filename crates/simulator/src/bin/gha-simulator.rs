@@ -103,23 +103,11 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("gha-simulator: {e:#}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let Ok(args) = parse_args().inspect_err(|e| eprintln!("gha-simulator: {e:#}\n{USAGE}")) else {
+        return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("gha-simulator: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = simulator::support::driver_runtime("gha-simulator") else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         match args.command.as_str() {
