@@ -3,7 +3,7 @@
 //! message's work.
 //!
 //! Timestamps come from the fakes only, so the same measurement serves the in-process
-//! listener, the in-process anchor-order baseline and the real binary:
+//! listener, the in-process baseline in the Go listener's order and the real binary:
 //! - delivery: the listener's long poll is held inside the fake (the logs have been quiet
 //!   for much longer than the injected latency), so the message goes out the moment it is
 //!   enqueued; that moment is taken just before [`FakeActions::enqueue_raw_message`].
@@ -239,9 +239,9 @@ pub async fn measure_message(
 pub enum Handler {
     /// The real `Listener` loop, its scaler with this runner-patch concurrency.
     Listener { runner_patch_concurrency: usize },
-    /// The anchor's order, one request after another: ack, acquire, each runner patch,
+    /// The Go listener's order, one request after another: ack, acquire, each runner patch,
     /// scale patch; built from the same session and scaler.
-    AnchorOrder,
+    GoListenerOrder,
 }
 
 impl Handler {
@@ -250,7 +250,7 @@ impl Handler {
             Handler::Listener {
                 runner_patch_concurrency,
             } => format!("listener (runner patches x{runner_patch_concurrency})"),
-            Handler::AnchorOrder => "anchor order (sequential)".into(),
+            Handler::GoListenerOrder => "Go listener order (sequential)".into(),
         }
     }
 }
@@ -290,7 +290,7 @@ impl InProcess {
             Handler::Listener {
                 runner_patch_concurrency,
             } => runner_patch_concurrency,
-            Handler::AnchorOrder => 1,
+            Handler::GoListenerOrder => 1,
         };
         let scaler = EphemeralRunnerSetScaler::from_kube_config(
             kube_config,
@@ -323,8 +323,8 @@ impl InProcess {
                 let _ = listener.source().close().await;
                 result.map_err(|e| anyhow!("{e}"))
             }),
-            Handler::AnchorOrder => {
-                tokio::spawn(anchor_order_loop(source, scaler, max_runners, stop))
+            Handler::GoListenerOrder => {
+                tokio::spawn(go_listener_order_loop(source, scaler, max_runners, stop))
             }
         };
         Ok(Self { shutdown, task })
@@ -340,8 +340,8 @@ impl InProcess {
     }
 }
 
-/// The anchor's per-message order, each request awaited before the next.
-async fn anchor_order_loop(
+/// The Go listener's per-message order, each request awaited before the next.
+async fn go_listener_order_loop(
     source: ActionsSource,
     scaler: EphemeralRunnerSetScaler,
     max_runners: i32,
@@ -371,7 +371,7 @@ async fn anchor_order_loop(
                     assigned = s.total_assigned_jobs;
                 }
                 if let Err(e) = source.delete_message(message.message_id).await {
-                    eprintln!("bench: anchor-order ack failed: {e}");
+                    eprintln!("bench: Go-listener-order ack failed: {e}");
                 }
                 let available: Vec<i64> = message
                     .jobs
@@ -384,7 +384,7 @@ async fn anchor_order_loop(
                 if !available.is_empty()
                     && let Err(e) = source.acquire_jobs(&available).await
                 {
-                    eprintln!("bench: anchor-order acquire failed: {e}");
+                    eprintln!("bench: Go-listener-order acquire failed: {e}");
                 }
                 let mut jobs_changed = false;
                 for job in &message.jobs {
@@ -404,7 +404,7 @@ async fn anchor_order_loop(
                 last_message_id = message.message_id;
             }
             Err(e) => {
-                eprintln!("bench: anchor-order poll failed: {e}");
+                eprintln!("bench: Go-listener-order poll failed: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

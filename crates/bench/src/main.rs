@@ -2,7 +2,7 @@
 //!
 //! Figures (each the median of repeated runs, with min and max):
 //! 1. scale-up latency with latency injected on every call, in process: the real
-//!    `Listener` against a sequential handler in the anchor's order, same client code;
+//!    `Listener` against a sequential handler in the Go listener's order, same client code;
 //! 2. throughput and CPU per job of the release binary over a burst of jobs;
 //! 3. peak RSS idle and during the burst;
 //! 4. start-up: process start to the first scale patch;
@@ -12,7 +12,6 @@
 //!
 //! No figure is asserted: the bench prints a table, writes JSON (and, in a full run, the
 //! results section of `docs/benchmarks.md`), and fails only when it cannot run.
-#![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod latency;
@@ -209,7 +208,7 @@ async fn figure_1(args: &Args, dir: &Path) -> anyhow::Result<Vec<LatencyRow>> {
         Handler::Listener {
             runner_patch_concurrency: 50,
         },
-        Handler::AnchorOrder,
+        Handler::GoListenerOrder,
     ];
     let max_n = args.ns.iter().copied().max().unwrap_or(1);
     let mut setups = Vec::new();

@@ -218,7 +218,7 @@ pub fn table(r: &Results) -> String {
         table_head(
             &mut out,
             "**1. Scale-up latency** (message: N JobAvailable + N JobStarted, totalAssignedJobs = N; in process)\n",
-            "| handler | N | (a) delivery → scale patch, ms | (b) delivery → all work done, ms | anchor model (3+N)·L | runner patch status |",
+            "| handler | N | (a) delivery → scale patch, ms | (b) delivery → all work done, ms | Go listener model (3+N)·L | runner patch status |",
             "| --- | ---: | ---: | ---: | ---: | --- |",
         );
         for row in &r.latency {

@@ -299,7 +299,7 @@ async fn merge_patch_semantics_and_versions() {
     );
     assert_eq!(fake.get_ephemeral_runner_set(NS, SET).unwrap(), body);
 
-    // null deletes (the anchor's way of writing replicas 0).
+    // null deletes (the Go listener's way of writing replicas 0).
     let (_, body) = patch(
         &fake,
         &client,
