@@ -325,12 +325,16 @@ mod tests {
     }
 
     #[test]
-    fn free_addrs_are_distinct_and_bindable() {
+    fn free_addrs_are_distinct_and_below_the_ephemeral_range() {
+        // Not re-bound here: a port free when probed can be taken by another process on the
+        // machine before a second bind (seen while other test runs shared the machine), so
+        // only what `free_addr` itself guarantees is asserted.
         let a = free_addr().unwrap();
         let b = free_addr().unwrap();
         assert_ne!(a, b);
-        assert!(a.port() >= 20_000 && a.port() < 32_000);
-        drop(std::net::TcpListener::bind(a).unwrap());
+        for addr in [a, b] {
+            assert!(addr.port() >= 20_000 && addr.port() < 32_000, "{addr}");
+        }
     }
 
     #[test]
