@@ -9,7 +9,9 @@
 //!
 //! Layout:
 //! - `client`: [`ActionsClient`], the HTTP core (one retry loop, [`retry::Backoff`]) and
-//!   the registration-token / admin-connection flow.
+//!   the cached admin connection.
+//! - `registration`: the GitHub REST chain behind it (installation token, registration
+//!   token, runner registration).
 //! - `auth`: PAT and GitHub App credentials, the App JWT.
 //! - `session`: [`MessageSession`]: create (waiting out a 409), poll, ack, acquire, close.
 //! - [`messages`]: typed queue messages.
@@ -23,6 +25,7 @@ mod config_url;
 mod error;
 pub mod messages;
 mod net;
+mod registration;
 mod retry;
 mod secret;
 mod session;
