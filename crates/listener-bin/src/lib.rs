@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`config`]: ARC's `config.json`, parsed and validated (errors name the key);
+//! - [`credentials`]: where the GitHub credentials come from, read again when rejected;
 //! - [`settings`]: the config plus the environment overrides, resolved once into [`settings::Settings`];
 //! - [`app`]: composition: builds the recorders, the client, the scaler, the source and the
 //!   loop from the settings, and takes them down in order;
@@ -16,6 +17,7 @@
 pub mod actions_source;
 pub mod app;
 pub mod config;
+pub mod credentials;
 pub mod health;
 pub mod listener;
 pub mod logging;

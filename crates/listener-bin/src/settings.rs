@@ -12,7 +12,7 @@ use anyhow::anyhow;
 use github_client::{ClientOptions, Credentials, GitHubConfigUrl};
 use recorders::{IdScheme, MetricsConfig, OtelSettings, ScaleSetLabels};
 
-use crate::config::{Config, ConfigCredentials};
+use crate::config::Config;
 use crate::health::DEFAULT_STALE_AFTER;
 
 /// Env overrides for the keys ARC's controller cannot write into config.json.
@@ -111,18 +111,7 @@ impl Settings {
                 otel
             });
 
-        let credentials = match config.credentials()? {
-            ConfigCredentials::Token(token) => Credentials::Token(token),
-            ConfigCredentials::App {
-                app_id,
-                installation_id,
-                private_key,
-            } => Credentials::App {
-                app_id,
-                installation_id,
-                private_key,
-            },
-        };
+        let credentials = crate::credentials::from_config(&config)?;
         let mut client_options = ClientOptions {
             root_ca_pem: Some(config.server_root_ca.clone()).filter(|s| !s.trim().is_empty()),
             ..ClientOptions::default()
