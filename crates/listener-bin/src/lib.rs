@@ -12,6 +12,7 @@
 //! - [`health`]: readiness (`/readyz`), set by the loop;
 //! - [`retry_metrics`]: the client's and the scaler's retry totals, read at scrape time;
 //! - [`shutdown`]: the shutdown request and the one budget of the steps after it;
+//! - [`startup`]: the config from `LISTENER_CONFIG_PATH` and logging, before the runtime;
 //! - [`logging`]: `tracing` set up from `log_level` and `log_format`.
 
 pub mod actions_source;
@@ -25,6 +26,7 @@ pub mod retry_metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod source;
+pub mod startup;
 
 /// The version baked in at build time (`GHALISTENER_VERSION`), else the crate's.
 pub const VERSION: &str = match option_env!("GHALISTENER_VERSION") {

@@ -10,47 +10,22 @@
 
 use std::process::ExitCode;
 
-use listener_bin::app;
-use listener_bin::config::{CONFIG_PATH_ENV, Config};
-use listener_bin::logging;
-use tokio_util::sync::CancellationToken;
+use listener_bin::{app, startup};
 
 fn main() -> ExitCode {
-    let Some(path) = std::env::var_os(CONFIG_PATH_ENV) else {
-        eprintln!("Error: {CONFIG_PATH_ENV} environment variable is not set");
+    let Some(started) = startup::config_and_logging() else {
         return ExitCode::FAILURE;
     };
-    let config = match Config::load(path.as_ref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("Error: failed to read config: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = logging::init(&config.log_level, &config.log_format) {
-        eprintln!("Error: {e}");
-        return ExitCode::FAILURE;
-    }
+    let config = started.config;
     let flavour = std::env::var("GHALISTENER_BENCH_RUNTIME").unwrap_or_default();
-    let runtime = match flavour.as_str() {
-        "current_thread" => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
+    let builder = if flavour == "current_thread" {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
     };
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
+    startup::run_to_exit(builder, |shutdown| async move {
         if flavour == "spawned" {
             match tokio::spawn(app::run(config, shutdown)).await {
                 Ok(result) => result,
@@ -59,28 +34,5 @@ fn main() -> ExitCode {
         } else {
             app::run(config, shutdown).await
         }
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    shutdown.cancel();
+    })
 }
