@@ -373,14 +373,7 @@ async fn go_listener_order_loop(
                 if let Err(e) = source.delete_message(message.message_id).await {
                     eprintln!("bench: Go-listener-order ack failed: {e}");
                 }
-                let available: Vec<i64> = message
-                    .jobs
-                    .iter()
-                    .filter_map(|j| match j {
-                        JobMessage::Available(a) => Some(a.common.runner_request_id),
-                        _ => None,
-                    })
-                    .collect();
+                let available = message.available_job_ids();
                 if !available.is_empty()
                     && let Err(e) = source.acquire_jobs(&available).await
                 {

@@ -120,6 +120,19 @@ pub struct RunnerScaleSetMessage {
     pub skipped_jobs: usize,
 }
 
+impl RunnerScaleSetMessage {
+    /// The runner request ids of the message's available jobs, in order: what an acquire asks for.
+    pub fn available_job_ids(&self) -> Vec<i64> {
+        self.jobs
+            .iter()
+            .filter_map(|job| match job {
+                JobMessage::Available(available) => Some(available.common.runner_request_id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MessageParseError {
     #[error("message {message_id}: body is not a JSON array of job messages: {reason}")]

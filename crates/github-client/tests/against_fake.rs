@@ -80,14 +80,7 @@ async fn exercise(fake: &FakeActions, client: &ActionsClient) {
 
     let ids = fake.queue_jobs(2);
     let msg = session.get_message(0, 5).await.unwrap().expect("a message");
-    let available: Vec<i64> = msg
-        .jobs
-        .iter()
-        .filter_map(|j| match j {
-            JobMessage::Available(a) => Some(a.common.runner_request_id),
-            _ => None,
-        })
-        .collect();
+    let available = msg.available_job_ids();
     assert_eq!(available, ids);
     assert_eq!(msg.statistics.unwrap().total_available_jobs, 2);
     session.delete_message(msg.message_id).await.unwrap();

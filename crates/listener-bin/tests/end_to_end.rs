@@ -72,13 +72,12 @@ async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
-    let workload = WorkloadOptions {
-        waves: vec![3, 5],
-        wave_interval: Duration::from_secs(2),
-        job_duration: Duration::from_millis(500),
-        fail_every: 4,
-        timeout: Duration::from_secs(60),
-    };
+    let workload = WorkloadOptions::waves(
+        vec![3, 5],
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    )
+    .failing_every(4);
     let summary = run_workload(&env, &workload, |_| {}).await;
     assert!(
         !summary.timed_out,

@@ -258,13 +258,11 @@ async fn runner_404_is_tolerated() {
     .await;
     let mut proc = Proc::spawn(&env, &[]);
     wait_started(&env, &proc, Duration::from_secs(30)).await;
-    let workload = WorkloadOptions {
-        waves: vec![3, 3],
-        wave_interval: Duration::from_secs(1),
-        job_duration: Duration::from_millis(300),
-        fail_every: 0,
-        timeout: Duration::from_secs(60),
-    };
+    let workload = WorkloadOptions::waves(
+        vec![3, 3],
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    );
     let summary = run_workload(&env, &workload, |_| {}).await;
     assert!(!summary.timed_out, "{summary:?}\n{}", proc.output());
     assert!(wait_for_replicas(&env, 0, Duration::from_secs(20)).await);
@@ -441,13 +439,12 @@ async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
     let mut proc = Proc::spawn(&env, &[]);
     wait_started(&env, &proc, Duration::from_secs(30)).await;
 
-    let workload = WorkloadOptions {
-        waves: vec![4, 6, 3, 5, 4, 6],
-        wave_interval: Duration::from_secs(4),
-        job_duration: Duration::from_secs(1),
-        fail_every: 0,
-        timeout: Duration::from_secs(180),
-    };
+    let workload = WorkloadOptions::waves(
+        vec![4, 6, 3, 5, 4, 6],
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+    )
+    .within(Duration::from_secs(180));
     let stop = tokio_util::sync::CancellationToken::new();
     let chaos = {
         let stop = stop.clone();
@@ -796,14 +793,14 @@ async fn chaos_faults_at_20_percent_for_a_minute_end_as_the_statistics_dictate()
     wait_started(&clean, &clean_proc, Duration::from_secs(30)).await;
     wait_started(&faulty, &faulty_proc, Duration::from_secs(30)).await;
 
-    let workload = WorkloadOptions {
-        waves: vec![3, 5, 2, 6, 4, 3, 5, 2, 4, 3],
-        wave_interval: Duration::from_secs(5),
+    let workload = WorkloadOptions::waves(
+        vec![3, 5, 2, 6, 4, 3, 5, 2, 4, 3],
+        Duration::from_secs(5),
         // Long enough that a patch delayed by retries usually still finds its runner.
-        job_duration: Duration::from_secs(10),
-        fail_every: 4,
-        timeout: Duration::from_secs(300),
-    };
+        Duration::from_secs(10),
+    )
+    .failing_every(4)
+    .within(Duration::from_secs(300));
     let window = Duration::from_secs(60);
     let t0 = Instant::now();
     let (clean_run, faulty_run, (armed_actions, armed_kube)) = tokio::join!(

@@ -214,13 +214,12 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     .expect("spawn");
 
     // Jobs, then every token refreshed once and failing calls (errors carry URLs).
-    let workload = WorkloadOptions {
-        waves: vec![2, 3],
-        wave_interval: Duration::from_secs(1),
-        job_duration: Duration::from_millis(300),
-        fail_every: 2,
-        timeout: Duration::from_secs(60),
-    };
+    let workload = WorkloadOptions::waves(
+        vec![2, 3],
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    )
+    .failing_every(2);
     let summary = run_workload(&env, &workload, |_| {}).await;
     assert!(!summary.timed_out, "{summary:?}");
     env.actions.expire_queue_tokens();

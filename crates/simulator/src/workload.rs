@@ -179,6 +179,33 @@ pub struct WorkloadOptions {
     pub timeout: Duration,
 }
 
+impl WorkloadOptions {
+    /// Waves of jobs `wave_interval` apart, each job running `job_duration` once started; no
+    /// job fails, and the workload gives up after 60 s.
+    pub fn waves(waves: Vec<usize>, wave_interval: Duration, job_duration: Duration) -> Self {
+        Self {
+            waves,
+            wave_interval,
+            job_duration,
+            fail_every: 0,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Every `n`-th job fails.
+    pub fn failing_every(self, n: usize) -> Self {
+        Self {
+            fail_every: n,
+            ..self
+        }
+    }
+
+    /// Give up waiting for the jobs after `timeout`.
+    pub fn within(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+}
+
 impl Default for WorkloadOptions {
     fn default() -> Self {
         Self {
