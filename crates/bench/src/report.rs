@@ -194,6 +194,11 @@ fn table_head(out: &mut String, title: &str, header: &str, separator: &str) {
     let _ = writeln!(out, "{separator}");
 }
 
+/// One markdown table row of `cells`.
+fn table_row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
 fn cell(s: &Summary, decimals: usize) -> String {
     format!(
         "{:.d$} ({:.d$} – {:.d$})",
@@ -222,15 +227,16 @@ pub fn table(r: &Results) -> String {
             "| --- | ---: | ---: | ---: | ---: | --- |",
         );
         for row in &r.latency {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {:.0} | {} |",
-                row.handler,
-                row.n,
-                cell(&row.scale_ms, 1),
-                cell(&row.done_ms, 1),
-                (3.0 + row.n as f64) * l,
-                row.runner_patch_statuses
+            table_row(
+                &mut out,
+                &[
+                    row.handler.to_string(),
+                    row.n.to_string(),
+                    cell(&row.scale_ms, 1),
+                    cell(&row.done_ms, 1),
+                    format!("{:.0}", (3.0 + row.n as f64) * l),
+                    row.runner_patch_statuses.to_string(),
+                ],
             );
         }
         out.push('\n');
@@ -245,17 +251,19 @@ pub fn table(r: &Results) -> String {
             "| jobs/s | messages/s | CPU µs per job | context switches per job | wall s | messages | spans received (1st run) |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         );
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            cell(&b.jobs_per_s, 0),
-            cell(&b.messages_per_s, 0),
-            cell(&b.cpu_us_per_job, 1),
-            cell(&b.context_switches_per_job, 2),
-            cell(&b.wall_s, 2),
-            b.messages,
-            b.spans_received.map_or("n/a".to_owned(), |n| n.to_string())
+        table_row(
+            &mut out,
+            &[
+                cell(&b.jobs_per_s, 0),
+                cell(&b.messages_per_s, 0),
+                cell(&b.cpu_us_per_job, 1),
+                cell(&b.context_switches_per_job, 2),
+                cell(&b.wall_s, 2),
+                b.messages.to_string(),
+                b.spans_received.map_or("n/a".to_owned(), |n| n.to_string()),
+            ],
         );
+        out.push('\n');
     }
     if r.startup.is_some() || r.burst.is_some() {
         table_head(
@@ -265,17 +273,19 @@ pub fn table(r: &Results) -> String {
             "| ---: | ---: | ---: |",
         );
         let na = "n/a".to_string();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |\n",
-            r.startup
-                .as_ref()
-                .map_or(na.clone(), |s| cell(&s.idle_rss_mib, 2)),
-            r.startup
-                .as_ref()
-                .map_or(na.clone(), |s| cell(&s.idle_peak_rss_mib, 2)),
-            r.burst.as_ref().map_or(na, |b| cell(&b.peak_rss_mib, 2)),
+        table_row(
+            &mut out,
+            &[
+                r.startup
+                    .as_ref()
+                    .map_or(na.clone(), |s| cell(&s.idle_rss_mib, 2)),
+                r.startup
+                    .as_ref()
+                    .map_or(na.clone(), |s| cell(&s.idle_peak_rss_mib, 2)),
+                r.burst.as_ref().map_or(na, |b| cell(&b.peak_rss_mib, 2)),
+            ],
         );
+        out.push('\n');
     }
     if let Some(s) = &r.startup {
         let _ = writeln!(
@@ -295,19 +305,22 @@ pub fn table(r: &Results) -> String {
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         );
         for t in &r.telemetry {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                t.collector,
-                cell(&t.scale_ms, 1),
-                cell(&t.done_ms, 1),
-                cell(&t.burst.jobs_per_s, 0),
-                cell(&t.burst.cpu_us_per_job, 1),
-                cell(&t.burst.peak_rss_mib, 2),
-                t.burst.spans.map_or("n/a".to_owned(), |s| format!(
-                    "{:.0} / {:.0} / {:.0} / {:.0}",
-                    s.exported, s.failed, s.dropped, s.pending
-                ))
+            table_row(
+                &mut out,
+                &[
+                    t.collector.to_string(),
+                    cell(&t.scale_ms, 1),
+                    cell(&t.done_ms, 1),
+                    cell(&t.burst.jobs_per_s, 0),
+                    cell(&t.burst.cpu_us_per_job, 1),
+                    cell(&t.burst.peak_rss_mib, 2),
+                    t.burst.spans.map_or("n/a".to_owned(), |s| {
+                        format!(
+                            "{:.0} / {:.0} / {:.0} / {:.0}",
+                            s.exported, s.failed, s.dropped, s.pending
+                        )
+                    }),
+                ],
             );
         }
         out.push('\n');
@@ -347,14 +360,15 @@ pub fn table(r: &Results) -> String {
                 }
                 other => other,
             };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} |",
-                what,
-                cell(&b.jobs_per_s, 0),
-                cell(&b.cpu_us_per_job, 1),
-                cell(&b.context_switches_per_job, 2),
-                cell(&b.peak_rss_mib, 2)
+            table_row(
+                &mut out,
+                &[
+                    what.to_string(),
+                    cell(&b.jobs_per_s, 0),
+                    cell(&b.cpu_us_per_job, 1),
+                    cell(&b.context_switches_per_job, 2),
+                    cell(&b.peak_rss_mib, 2),
+                ],
             );
         }
         out.push('\n');
@@ -367,13 +381,14 @@ pub fn table(r: &Results) -> String {
             "| --- | --- | ---: | --- |",
         );
         for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} |",
-                t.figure,
-                t.target,
-                t.value,
-                if t.met { "yes" } else { "**no**" }
+            table_row(
+                &mut out,
+                &[
+                    t.figure.to_string(),
+                    t.target.to_string(),
+                    t.value.to_string(),
+                    if t.met { "yes" } else { "**no**" }.to_owned(),
+                ],
             );
         }
     }
