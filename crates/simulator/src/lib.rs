@@ -19,6 +19,7 @@
 //!   accept errors such as `EMFILE` instead of spinning.
 //! - [`otlp_sink`]: an OTLP/HTTP trace receiver; [`workload`]: the demo environment and a
 //!   workload generator driving the fakes.
+//! - `strategies` (feature `strategies`): property-test strategies (arbitrary JSON).
 //! - [`support`]: the test harness shared by the listener's tests, the bench and
 //!   `gha-simulator` (spawn the listener with a clean environment, SIGTERM, free ports,
 //!   wait-until); [`waterfall`]: the demo's per-job picture of its three spans.
@@ -29,6 +30,8 @@ pub mod faults;
 pub mod kube_api;
 pub mod otlp_sink;
 pub mod request_log;
+#[cfg(feature = "strategies")]
+pub mod strategies;
 pub mod support;
 pub mod waterfall;
 pub mod workload;
