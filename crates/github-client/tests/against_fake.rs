@@ -5,8 +5,8 @@ use retry::{Classify as _, FailureKind};
 use std::time::{Duration, Instant};
 
 use github_client::{
-    ActionsClient, ClientOptions, Credentials, Error, JobMessage, ProxyConfig, RetryPolicy,
-    SecretString,
+    ActionsClient, ClientOptions, Credentials, Error, JobMessage, MessageSession, ProxyConfig,
+    RetryPolicy, SecretString,
 };
 use simulator::actions::{
     AuthKind, Endpoint, FakeActions, FakeActionsConfig, FakeAuth, Fault, RegistrationScope,
@@ -48,6 +48,13 @@ async fn start_fake() -> FakeActions {
     start_fake_with(fake_config()).await
 }
 
+/// The default fake with one setting changed.
+async fn start_fake_tuned(tune: impl FnOnce(&mut FakeActionsConfig)) -> FakeActions {
+    let mut config = fake_config();
+    tune(&mut config);
+    start_fake_with(config).await
+}
+
 async fn start_fake_with(config: FakeActionsConfig) -> FakeActions {
     FakeActions::start(config).await.unwrap()
 }
@@ -58,6 +65,13 @@ fn pat() -> Credentials {
 
 fn client(fake: &FakeActions, scope: &str, options: ClientOptions) -> ActionsClient {
     ActionsClient::new(&fake.configure_url(scope), pat(), options).unwrap()
+}
+
+/// A PAT client of the fake's org and a session of scale set 1 it opened.
+async fn open_session(fake: &FakeActions) -> (ActionsClient, MessageSession) {
+    let client = client(fake, "my-org", options());
+    let session = client.open_session(1, "pod").await.unwrap();
+    (client, session)
 }
 
 fn app_fake_config() -> FakeActionsConfig {
@@ -230,13 +244,8 @@ async fn wrong_pat_is_credentials_rejected_without_the_secret() {
 #[tokio::test]
 async fn admin_token_refreshed_before_expiry_and_after_rejection() {
     // exp within the 60 s margin: every admin call refreshes first.
-    let fake = start_fake_with(FakeActionsConfig {
-        admin_token_ttl: Duration::from_secs(30),
-        ..fake_config()
-    })
-    .await;
-    let client = client(&fake, "my-org", options());
-    let session = client.open_session(1, "pod").await.unwrap();
+    let fake = start_fake_tuned(|c| c.admin_token_ttl = Duration::from_secs(30)).await;
+    let (client, session) = open_session(&fake).await;
     assert_eq!(fake.stats().runner_registrations, 1);
     session.close().await.unwrap();
     assert_eq!(
@@ -278,8 +287,7 @@ async fn concurrent_callers_share_one_admin_refresh() {
 #[tokio::test]
 async fn queue_401_refreshes_the_session_and_retries_once() {
     let fake = start_fake().await;
-    let client = client(&fake, "my-org", options());
-    let session = client.open_session(1, "pod").await.unwrap();
+    let (client, session) = open_session(&fake).await;
     fake.queue_jobs(1);
     fake.expire_queue_tokens();
     let msg = session.get_message(0, 3).await.unwrap().unwrap();
@@ -376,8 +384,7 @@ async fn server_errors_and_429_are_retried_and_counted() {
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let fake = start_fake().await;
-    let client = client(&fake, "my-org", options());
-    let session = client.open_session(1, "pod").await.unwrap();
+    let (client, session) = open_session(&fake).await;
     fake.inject_fault(
         Endpoint::DeleteMessage,
         Fault {
@@ -422,11 +429,7 @@ async fn requests_time_out_and_are_retried() {
     assert_eq!(client.metrics().retries(), 1);
 
     // the long poll has its own timeout, above the service's hold
-    let fake = start_fake_with(FakeActionsConfig {
-        long_poll_hold: Duration::from_secs(30),
-        ..fake_config()
-    })
-    .await;
+    let fake = start_fake_tuned(|c| c.long_poll_hold = Duration::from_secs(30)).await;
     let client = self::client(
         &fake,
         "my-org",
@@ -456,13 +459,8 @@ async fn requests_time_out_and_are_retried() {
 
 #[tokio::test]
 async fn get_message_is_cancel_safe() {
-    let fake = start_fake_with(FakeActionsConfig {
-        long_poll_hold: Duration::from_secs(30),
-        ..fake_config()
-    })
-    .await;
-    let client = client(&fake, "my-org", options());
-    let session = client.open_session(1, "pod").await.unwrap();
+    let fake = start_fake_tuned(|c| c.long_poll_hold = Duration::from_secs(30)).await;
+    let (_client, session) = open_session(&fake).await;
     let cancelled =
         tokio::time::timeout(Duration::from_millis(200), session.get_message(0, 1)).await;
     assert!(cancelled.is_err(), "the poll was still held");
@@ -475,8 +473,7 @@ async fn get_message_is_cancel_safe() {
 #[tokio::test]
 async fn bom_malformed_and_unknown_messages() {
     let fake = start_fake().await;
-    let client = client(&fake, "my-org", options());
-    let session = client.open_session(1, "pod").await.unwrap();
+    let (_client, session) = open_session(&fake).await;
 
     fake.enqueue_raw_message(
         "RunnerScaleSetJobMessages",
@@ -528,11 +525,7 @@ async fn bom_malformed_and_unknown_messages() {
 
 #[tokio::test]
 async fn tls_fake_needs_the_configured_root_ca() {
-    let fake = start_fake_with(FakeActionsConfig {
-        tls: true,
-        ..fake_config()
-    })
-    .await;
+    let fake = start_fake_tuned(|c| c.tls = true).await;
     assert!(fake.url().starts_with("https://"));
     let without = client(&fake, "my-org", options());
     let err = without.connect().await.unwrap_err();
@@ -641,8 +634,7 @@ fn assert_no_secret(err: &Error) {
 #[tokio::test]
 async fn no_secret_in_errors_or_debug_output() {
     let fake = start_fake().await;
-    let client = client(&fake, "my-org", options());
-    let session = client.open_session(1, "pod").await.unwrap();
+    let (client, session) = open_session(&fake).await;
     let mut errors = Vec::new();
     fake.inject_fault(Endpoint::AcquireJobs, Fault::status(400, 1));
     errors.push(session.acquire_jobs(&[1]).await.unwrap_err());
