@@ -284,25 +284,15 @@ async fn wire_format_matches_the_go_listener() {
 
     // Each call carries the credential of its step: installation token, registration
     // token, then the session's queue token.
-    for (method, prefix, authorization) in [
-        (
-            "POST",
-            "/api/v3/orgs/my-org/actions/runners/registration-token",
-            "Bearer ghs_installation",
-        ),
-        (
-            "POST",
-            "/api/v3/actions/runner-registration",
-            "RemoteAuth REGTOKEN",
-        ),
+    #[rustfmt::skip]
+    let calls = [
+        ("POST", "/api/v3/orgs/my-org/actions/runners/registration-token", "Bearer ghs_installation"),
+        ("POST", "/api/v3/actions/runner-registration", "RemoteAuth REGTOKEN"),
         ("GET", "/queue/messages", "Bearer QUEUETOKEN"),
         ("DELETE", "/queue/messages/5", "Bearer QUEUETOKEN"),
-        (
-            "POST",
-            "/tenant/_apis/runtime/runnerscalesets/9/acquirejobs",
-            "Bearer QUEUETOKEN",
-        ),
-    ] {
+        ("POST", "/tenant/_apis/runtime/runnerscalesets/9/acquirejobs", "Bearer QUEUETOKEN"),
+    ];
+    for (method, prefix, authorization) in calls {
         assert_eq!(
             find(method, prefix)[0].header("Authorization"),
             Some(authorization),

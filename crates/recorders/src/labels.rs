@@ -78,40 +78,17 @@ mod tests {
     #[test]
     fn workflow_ref_table() {
         // (input, name, target) — the Go listener's parser behaviour, case by case.
+        #[rustfmt::skip]
         let table = [
-            (
-                "owner/repo/.github/workflows/ci.yml@refs/heads/main",
-                "ci",
-                "heads/main",
-            ),
-            (
-                "o/r/.github/workflows/build.yaml@refs/heads/feature/x",
-                "build",
-                "heads/feature/x",
-            ),
-            (
-                "o/r/.github/workflows/release.yml@refs/tags/v1.2.3",
-                "release",
-                "tags/v1.2.3",
-            ),
-            (
-                "o/r/.github/workflows/pr.yml@refs/pull/12/merge",
-                "pr",
-                "pull/12",
-            ),
+            ("owner/repo/.github/workflows/ci.yml@refs/heads/main", "ci", "heads/main"),
+            ("o/r/.github/workflows/build.yaml@refs/heads/feature/x", "build", "heads/feature/x"),
+            ("o/r/.github/workflows/release.yml@refs/tags/v1.2.3", "release", "tags/v1.2.3"),
+            ("o/r/.github/workflows/pr.yml@refs/pull/12/merge", "pr", "pull/12"),
             ("o/r/.github/workflows/pr.yml@refs/pull/12", "pr", ""),
             ("o/r/.github/workflows/pr.yml@refs/pull//merge", "pr", ""),
             ("o/r/.github/workflows/ci.yml@0123abcd", "ci", ""),
-            (
-                "o/r/.github/workflows/ci.json@refs/heads/main",
-                "ci.json",
-                "heads/main",
-            ),
-            (
-                "o/r/.github/workflows/ci.yml.yaml@refs/heads/main",
-                "ci.yml",
-                "heads/main",
-            ),
+            ("o/r/.github/workflows/ci.json@refs/heads/main", "ci.json", "heads/main"),
+            ("o/r/.github/workflows/ci.yml.yaml@refs/heads/main", "ci.yml", "heads/main"),
             ("o/r/.github/workflows/ci.yml", "", ""),
             ("a@b@c", "", ""),
             ("", "", ""),
