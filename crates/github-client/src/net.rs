@@ -228,37 +228,19 @@ mod tests {
 
     #[test]
     fn scheme_selects_proxy_and_case_order() {
-        let c = cfg(&[
-            ("https_proxy", "proxy.corp:3128"),
-            ("http_proxy", "http://plain:80"),
-        ]);
-        assert_eq!(
-            pick(&c, "https://api.github.com/x").as_deref(),
-            Some("http://proxy.corp:3128/")
-        );
-        assert_eq!(
-            pick(&c, "http://ghes.local/x").as_deref(),
-            Some("http://plain/")
-        );
-        let c = cfg(&[
-            ("HTTPS_PROXY", "http://upper:1"),
-            ("https_proxy", "http://lower:2"),
-        ]);
-        assert_eq!(
-            pick(&c, "https://github.com").as_deref(),
-            Some("http://upper:1/")
-        );
-        let c = cfg(&[("HTTPS_PROXY", ""), ("https_proxy", "http://lower:2")]);
-        assert_eq!(
-            pick(&c, "https://github.com").as_deref(),
-            Some("http://lower:2/")
-        );
-        let c = cfg(&[("http_proxy", "http://plain:80")]);
-        assert_eq!(
-            pick(&c, "https://github.com"),
-            None,
-            "https uses https_proxy only"
-        );
+        // (environment, target, the proxy picked)
+        #[rustfmt::skip]
+        let cases: [(&[(&str, &str)], &str, Option<&str>); 5] = [
+            (&[("https_proxy", "proxy.corp:3128"), ("http_proxy", "http://plain:80")], "https://api.github.com/x", Some("http://proxy.corp:3128/")),
+            (&[("https_proxy", "proxy.corp:3128"), ("http_proxy", "http://plain:80")], "http://ghes.local/x", Some("http://plain/")),
+            (&[("HTTPS_PROXY", "http://upper:1"), ("https_proxy", "http://lower:2")], "https://github.com", Some("http://upper:1/")),
+            (&[("HTTPS_PROXY", ""), ("https_proxy", "http://lower:2")], "https://github.com", Some("http://lower:2/")),
+            // https uses https_proxy only
+            (&[("http_proxy", "http://plain:80")], "https://github.com", None),
+        ];
+        for (env, target, want) in cases {
+            assert_eq!(pick(&cfg(env), target).as_deref(), want, "{env:?} {target}");
+        }
         assert!(cfg(&[]).is_empty());
     }
 
