@@ -229,8 +229,9 @@ mod tests {
     #[test]
     fn scheme_selects_proxy_and_case_order() {
         // (environment, target, the proxy picked)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
         #[rustfmt::skip]
-        let cases: [(&[(&str, &str)], &str, Option<&str>); 5] = [
+        let cases: [Case; 5] = [
             (&[("https_proxy", "proxy.corp:3128"), ("http_proxy", "http://plain:80")], "https://api.github.com/x", Some("http://proxy.corp:3128/")),
             (&[("https_proxy", "proxy.corp:3128"), ("http_proxy", "http://plain:80")], "http://ghes.local/x", Some("http://plain/")),
             (&[("HTTPS_PROXY", "http://upper:1"), ("https_proxy", "http://lower:2")], "https://github.com", Some("http://upper:1/")),
