@@ -186,17 +186,30 @@ impl Results {
     }
 }
 
-/// A section's title (which ends in its own blank line), then its table's header and
-/// alignment rows.
-fn table_head(out: &mut String, title: &str, header: &str, separator: &str) {
-    let _ = writeln!(out, "{title}");
-    let _ = writeln!(out, "{header}");
-    let _ = writeln!(out, "{separator}");
+/// Each figure's table columns: the header row and the alignment row.
+#[rustfmt::skip]
+mod columns {
+    pub const LATENCY: [&str; 2] = ["| handler | N | (a) delivery → scale patch, ms | (b) delivery → all work done, ms | Go listener model (3+N)·L | runner patch status |", "| --- | ---: | ---: | ---: | ---: | --- |"];
+    pub const THROUGHPUT: [&str; 2] = ["| jobs/s | messages/s | CPU µs per job | context switches per job | wall s | messages | spans received (1st run) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"];
+    pub const MEMORY: [&str; 2] = ["| idle RSS (VmRSS) | idle peak (VmHWM) | burst peak (VmHWM) |", "| ---: | ---: | ---: |"];
+    pub const TELEMETRY: [&str; 2] = ["| collector | (a) scale patch, ms | (b) work done, ms | jobs/s | CPU µs per job | peak RSS MiB | spans exported / failed / dropped / pending at the end (1st run) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"];
+    pub const RUNTIME: [&str; 2] = ["| loop runs | jobs/s | CPU µs per job | context switches per job | peak RSS MiB |", "| --- | ---: | ---: | ---: | ---: |"];
+    pub const TARGETS: [&str; 2] = ["| figure | target | median | met |", "| --- | --- | ---: | --- |"];
 }
 
-/// One markdown table row of `cells`.
-fn table_row(out: &mut String, cells: &[String]) {
-    let _ = writeln!(out, "| {} |", cells.join(" | "));
+/// A figure: its title (then a blank line), its table's header and alignment rows, its rows,
+/// and a blank line.
+fn write_table(
+    out: &mut String,
+    title: &str,
+    [header, alignment]: [&str; 2],
+    rows: Vec<Vec<String>>,
+) {
+    let _ = writeln!(out, "{title}\n\n{header}\n{alignment}");
+    for cells in rows {
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out.push('\n');
 }
 
 fn cell(s: &Summary, decimals: usize) -> String {
@@ -209,146 +222,77 @@ fn cell(s: &Summary, decimals: usize) -> String {
     )
 }
 
-/// Markdown tables; also what is printed (readable as plain text).
-pub fn table(r: &Results) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "Mode: {}.", r.mode);
-    let _ = writeln!(
-        out,
-        "Each cell: median (min – max) over {} run(s). L = {} ms injected on every Kubernetes and Actions call for figures 1 and 5a.\n",
-        r.settings.reps, r.settings.latency_ms
-    );
-    if !r.latency.is_empty() {
-        let l = r.settings.latency_ms;
-        table_head(
-            &mut out,
-            "**1. Scale-up latency** (message: N JobAvailable + N JobStarted, totalAssignedJobs = N; in process)\n",
-            "| handler | N | (a) delivery → scale patch, ms | (b) delivery → all work done, ms | Go listener model (3+N)·L | runner patch status |",
-            "| --- | ---: | ---: | ---: | ---: | --- |",
-        );
-        for row in &r.latency {
-            table_row(
-                &mut out,
-                &[
-                    row.handler.to_string(),
-                    row.n.to_string(),
-                    cell(&row.scale_ms, 1),
-                    cell(&row.done_ms, 1),
-                    format!("{:.0}", (3.0 + row.n as f64) * l),
-                    row.runner_patch_statuses.to_string(),
-                ],
-            );
-        }
-        out.push('\n');
-    }
-    if let Some(b) = &r.burst {
-        table_head(
-            &mut out,
-            &format!(
-                "**2. Throughput** (the binary, {} jobs queued at once, metrics and spans on, no injected latency)\n",
-                b.jobs
-            ),
-            "| jobs/s | messages/s | CPU µs per job | context switches per job | wall s | messages | spans received (1st run) |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        );
-        table_row(
-            &mut out,
-            &[
-                cell(&b.jobs_per_s, 0),
-                cell(&b.messages_per_s, 0),
-                cell(&b.cpu_us_per_job, 1),
-                cell(&b.context_switches_per_job, 2),
-                cell(&b.wall_s, 2),
-                b.messages.to_string(),
-                b.spans_received.map_or("n/a".to_owned(), |n| n.to_string()),
-            ],
-        );
-        out.push('\n');
-    }
-    if r.startup.is_some() || r.burst.is_some() {
-        table_head(
-            &mut out,
-            "**3. Memory** (MiB)\n",
-            "| idle RSS (VmRSS) | idle peak (VmHWM) | burst peak (VmHWM) |",
-            "| ---: | ---: | ---: |",
-        );
-        let na = "n/a".to_string();
-        table_row(
-            &mut out,
-            &[
-                r.startup
-                    .as_ref()
-                    .map_or(na.clone(), |s| cell(&s.idle_rss_mib, 2)),
-                r.startup
-                    .as_ref()
-                    .map_or(na.clone(), |s| cell(&s.idle_peak_rss_mib, 2)),
-                r.burst.as_ref().map_or(na, |b| cell(&b.peak_rss_mib, 2)),
-            ],
-        );
-        out.push('\n');
-    }
-    if let Some(s) = &r.startup {
-        let _ = writeln!(
-            out,
-            "**4. Start-up**: process spawn → first scale patch applied: {} ms\n",
-            cell(&s.startup_ms, 1)
-        );
-    }
-    if !r.telemetry.is_empty() {
-        table_head(
-            &mut out,
-            &format!(
-                "**5. Telemetry overhead** (the binary; 5a: one message of N JobAvailable + N JobStarted + N JobCompleted at L; throughput: {} jobs, no latency)\n",
-                r.settings.telemetry_jobs
-            ),
-            "| collector | (a) scale patch, ms | (b) work done, ms | jobs/s | CPU µs per job | peak RSS MiB | spans exported / failed / dropped / pending at the end (1st run) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        );
-        for t in &r.telemetry {
-            table_row(
-                &mut out,
-                &[
-                    t.collector.to_string(),
-                    cell(&t.scale_ms, 1),
-                    cell(&t.done_ms, 1),
-                    cell(&t.burst.jobs_per_s, 0),
-                    cell(&t.burst.cpu_us_per_job, 1),
-                    cell(&t.burst.peak_rss_mib, 2),
-                    t.burst.spans.map_or("n/a".to_owned(), |s| {
-                        format!(
-                            "{:.0} / {:.0} / {:.0} / {:.0}",
-                            s.exported, s.failed, s.dropped, s.pending
-                        )
-                    }),
-                ],
-            );
-        }
-        out.push('\n');
-    }
-    if let Some(b) = &r.binary {
-        let _ = writeln!(
-            out,
-            "**6. Binary size**: {} bytes = {:.2} MiB ({})\n",
-            b.bytes,
-            b.mib,
-            if b.stripped {
-                "stripped"
-            } else {
-                "NOT stripped"
-            }
-        );
-    }
-    if !r.runtime.is_empty() {
-        table_head(
-            &mut out,
-            &format!(
-                "**7. Experiment: Tokio runtime flavour** (`ghalistener-runtime-variant`: the same `listener_bin::app::run`, {} jobs, collector healthy)\n",
-                r.settings.telemetry_jobs
-            ),
-            "| loop runs | jobs/s | CPU µs per job | context switches per job | peak RSS MiB |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        );
-        for b in &r.runtime {
+fn latency_rows(r: &Results) -> Vec<Vec<String>> {
+    let l = r.settings.latency_ms;
+    r.latency
+        .iter()
+        .map(|row| {
+            vec![
+                row.handler.to_string(),
+                row.n.to_string(),
+                cell(&row.scale_ms, 1),
+                cell(&row.done_ms, 1),
+                format!("{:.0}", (3.0 + row.n as f64) * l),
+                row.runner_patch_statuses.to_string(),
+            ]
+        })
+        .collect()
+}
+
+fn throughput_row(b: &BurstRow) -> Vec<String> {
+    vec![
+        cell(&b.jobs_per_s, 0),
+        cell(&b.messages_per_s, 0),
+        cell(&b.cpu_us_per_job, 1),
+        cell(&b.context_switches_per_job, 2),
+        cell(&b.wall_s, 2),
+        b.messages.to_string(),
+        b.spans_received.map_or("n/a".to_owned(), |n| n.to_string()),
+    ]
+}
+
+fn memory_row(r: &Results) -> Vec<String> {
+    let na = || "n/a".to_string();
+    vec![
+        r.startup
+            .as_ref()
+            .map_or_else(na, |s| cell(&s.idle_rss_mib, 2)),
+        r.startup
+            .as_ref()
+            .map_or_else(na, |s| cell(&s.idle_peak_rss_mib, 2)),
+        r.burst
+            .as_ref()
+            .map_or_else(na, |b| cell(&b.peak_rss_mib, 2)),
+    ]
+}
+
+fn telemetry_rows(r: &Results) -> Vec<Vec<String>> {
+    r.telemetry
+        .iter()
+        .map(|t| {
+            let spans = t.burst.spans.map_or("n/a".to_owned(), |s| {
+                format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0}",
+                    s.exported, s.failed, s.dropped, s.pending
+                )
+            });
+            vec![
+                t.collector.to_string(),
+                cell(&t.scale_ms, 1),
+                cell(&t.done_ms, 1),
+                cell(&t.burst.jobs_per_s, 0),
+                cell(&t.burst.cpu_us_per_job, 1),
+                cell(&t.burst.peak_rss_mib, 2),
+                spans,
+            ]
+        })
+        .collect()
+}
+
+fn runtime_rows(r: &Results) -> Vec<Vec<String>> {
+    r.runtime
+        .iter()
+        .map(|b| {
             let what = match b.collector.as_str() {
                 "block_on" => {
                     "in `block_on` on the main thread, 2 workers (ghalistener before it moved to current_thread)"
@@ -360,37 +304,100 @@ pub fn table(r: &Results) -> String {
                 }
                 other => other,
             };
-            table_row(
-                &mut out,
-                &[
-                    what.to_string(),
-                    cell(&b.jobs_per_s, 0),
-                    cell(&b.cpu_us_per_job, 1),
-                    cell(&b.context_switches_per_job, 2),
-                    cell(&b.peak_rss_mib, 2),
-                ],
-            );
-        }
-        out.push('\n');
+            vec![
+                what.to_string(),
+                cell(&b.jobs_per_s, 0),
+                cell(&b.cpu_us_per_job, 1),
+                cell(&b.context_switches_per_job, 2),
+                cell(&b.peak_rss_mib, 2),
+            ]
+        })
+        .collect()
+}
+
+fn target_rows(r: &Results) -> Vec<Vec<String>> {
+    r.targets
+        .iter()
+        .map(|t| {
+            let met = if t.met { "yes" } else { "**no**" };
+            vec![
+                t.figure.to_string(),
+                t.target.to_string(),
+                t.value.to_string(),
+                met.to_owned(),
+            ]
+        })
+        .collect()
+}
+
+/// Markdown tables; also what is printed (readable as plain text).
+pub fn table(r: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Mode: {}.", r.mode);
+    let _ = writeln!(
+        out,
+        "Each cell: median (min – max) over {} run(s). L = {} ms injected on every Kubernetes and Actions call for figures 1 and 5a.\n",
+        r.settings.reps, r.settings.latency_ms
+    );
+    if !r.latency.is_empty() {
+        let title = "**1. Scale-up latency** (message: N JobAvailable + N JobStarted, totalAssignedJobs = N; in process)";
+        write_table(&mut out, title, columns::LATENCY, latency_rows(r));
+    }
+    if let Some(b) = &r.burst {
+        let title = format!(
+            "**2. Throughput** (the binary, {} jobs queued at once, metrics and spans on, no injected latency)",
+            b.jobs
+        );
+        write_table(
+            &mut out,
+            &title,
+            columns::THROUGHPUT,
+            vec![throughput_row(b)],
+        );
+    }
+    if r.startup.is_some() || r.burst.is_some() {
+        write_table(
+            &mut out,
+            "**3. Memory** (MiB)",
+            columns::MEMORY,
+            vec![memory_row(r)],
+        );
+    }
+    if let Some(s) = &r.startup {
+        let _ = writeln!(
+            out,
+            "**4. Start-up**: process spawn → first scale patch applied: {} ms\n",
+            cell(&s.startup_ms, 1)
+        );
+    }
+    if !r.telemetry.is_empty() {
+        let title = format!(
+            "**5. Telemetry overhead** (the binary; 5a: one message of N JobAvailable + N JobStarted + N JobCompleted at L; throughput: {} jobs, no latency)",
+            r.settings.telemetry_jobs
+        );
+        write_table(&mut out, &title, columns::TELEMETRY, telemetry_rows(r));
+    }
+    if let Some(b) = &r.binary {
+        let stripped = if b.stripped {
+            "stripped"
+        } else {
+            "NOT stripped"
+        };
+        let _ = writeln!(
+            out,
+            "**6. Binary size**: {} bytes = {:.2} MiB ({stripped})\n",
+            b.bytes, b.mib
+        );
+    }
+    if !r.runtime.is_empty() {
+        let title = format!(
+            "**7. Experiment: Tokio runtime flavour** (`ghalistener-runtime-variant`: the same `listener_bin::app::run`, {} jobs, collector healthy)",
+            r.settings.telemetry_jobs
+        );
+        write_table(&mut out, &title, columns::RUNTIME, runtime_rows(r));
     }
     if !r.targets.is_empty() {
-        table_head(
-            &mut out,
-            "**Targets**\n",
-            "| figure | target | median | met |",
-            "| --- | --- | ---: | --- |",
-        );
-        for t in &r.targets {
-            table_row(
-                &mut out,
-                &[
-                    t.figure.to_string(),
-                    t.target.to_string(),
-                    t.value.to_string(),
-                    if t.met { "yes" } else { "**no**" }.to_owned(),
-                ],
-            );
-        }
+        write_table(&mut out, "**Targets**", columns::TARGETS, target_rows(r));
     }
     out
 }
