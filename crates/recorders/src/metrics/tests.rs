@@ -90,11 +90,25 @@ fn samples(registry: &Registry, name: &str) -> Vec<(Labels, f64)> {
         .collect()
 }
 
+/// The upper bounds of the first series' buckets.
+fn bucket_bounds(f: &MetricFamily) -> Vec<f64> {
+    let buckets = f.get_metric()[0].get_histogram().get_bucket();
+    buckets.iter().map(|b| b.upper_bound()).collect()
+}
+
 fn histogram_sum(registry: &Registry, name: &str) -> f64 {
     let families = registry.gather();
     family(&families, name).unwrap().get_metric()[0]
         .get_histogram()
         .get_sample_sum()
+}
+
+/// A recorder with the default metrics and at most `series_limit` series per metric.
+fn limited_to(series_limit: usize) -> (Registry, PrometheusRecorder) {
+    let registry = Registry::new();
+    let options = RecorderOptions { series_limit };
+    let recorder = PrometheusRecorder::with_options(scale_set(), None, &registry, options).unwrap();
+    (registry, recorder)
 }
 
 fn scenario(recorder: &PrometheusRecorder) {
@@ -188,12 +202,7 @@ fn default_metrics_types_labels_and_values() {
             "{name}"
         );
         assert_eq!(histogram_sum(&registry, name), want_sum, "{name}");
-        let buckets: Vec<f64> = f.get_metric()[0]
-            .get_histogram()
-            .get_bucket()
-            .iter()
-            .map(|b| b.upper_bound())
-            .collect();
+        let buckets = bucket_bounds(f);
         assert_eq!(buckets, DEFAULT_BUCKETS.to_vec(), "{name}");
     }
     // Exactly ARC's twelve metrics plus our own eviction counter (absent until used).
@@ -268,12 +277,7 @@ fn custom_config_selects_metrics_labels_and_buckets() {
         )]
     );
     let f = family(&families, "gha_job_execution_duration_seconds").unwrap();
-    let buckets: Vec<f64> = f.get_metric()[0]
-        .get_histogram()
-        .get_bucket()
-        .iter()
-        .map(|b| b.upper_bound())
-        .collect();
+    let buckets = bucket_bounds(f);
     assert_eq!(buckets, [30.0, 60.0, 120.0]);
     let f = family(&families, "gha_job_startup_duration_seconds").unwrap();
     assert_eq!(f.get_metric()[0].get_histogram().get_bucket().len(), 45);
@@ -356,14 +360,7 @@ fn value_edge_cases() {
 
 #[test]
 fn cardinality_is_bounded_by_evicting_the_least_recently_updated() {
-    let registry = Registry::new();
-    let recorder = PrometheusRecorder::with_options(
-        scale_set(),
-        None,
-        &registry,
-        RecorderOptions { series_limit: 100 },
-    )
-    .unwrap();
+    let (registry, recorder) = limited_to(100);
     recorder.record_job_started(&started("job-keep"));
     for i in 0..1000 {
         recorder.record_job_started(&started(&format!("job-{i}")));
@@ -403,14 +400,7 @@ fn cardinality_is_bounded_by_evicting_the_least_recently_updated() {
 
 #[test]
 fn unbounded_when_the_limit_is_zero() {
-    let registry = Registry::new();
-    let recorder = PrometheusRecorder::with_options(
-        scale_set(),
-        None,
-        &registry,
-        RecorderOptions { series_limit: 0 },
-    )
-    .unwrap();
+    let (registry, recorder) = limited_to(0);
     for i in 0..300 {
         recorder.record_job_started(&started(&format!("job-{i}")));
     }
