@@ -191,27 +191,31 @@ impl PrometheusRecorder {
             }
         };
         let mut metrics = HashMap::new();
-        for (name, spec) in &config.gauges {
-            let Some((name, help)) = known(Kind::Gauge, name, "gauge") else {
+        let gauges = config.gauges.iter().map(|(n, s)| (Kind::Gauge, n, s));
+        let counters = config.counters.iter().map(|(n, s)| (Kind::Counter, n, s));
+        for (kind, name, spec) in gauges.chain(counters) {
+            let word = if kind == Kind::Gauge {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let Some((name, help)) = known(kind, name, word) else {
                 continue;
             };
             let spec_labels = spec.as_ref().map(|s| s.labels.as_slice()).unwrap_or(&[]);
             let labels = select_labels(name, spec_labels);
-            let vector = GaugeVec::new(Opts::new(name, help), &label_names(&labels))
-                .and_then(|v| register(registry, v))
-                .map_err(register_error(name))?;
-            metrics.insert(name, metric(labels, Vector::Gauge(vector)));
-        }
-        for (name, spec) in &config.counters {
-            let Some((name, help)) = known(Kind::Counter, name, "counter") else {
-                continue;
+            let (opts, names) = (Opts::new(name, help), label_names(&labels));
+            let vector = if kind == Kind::Gauge {
+                GaugeVec::new(opts, &names)
+                    .and_then(|v| register(registry, v))
+                    .map(Vector::Gauge)
+            } else {
+                CounterVec::new(opts, &names)
+                    .and_then(|v| register(registry, v))
+                    .map(Vector::Counter)
             };
-            let spec_labels = spec.as_ref().map(|s| s.labels.as_slice()).unwrap_or(&[]);
-            let labels = select_labels(name, spec_labels);
-            let vector = CounterVec::new(Opts::new(name, help), &label_names(&labels))
-                .and_then(|v| register(registry, v))
-                .map_err(register_error(name))?;
-            metrics.insert(name, metric(labels, Vector::Counter(vector)));
+            let vector = vector.map_err(register_error(name))?;
+            metrics.insert(name, metric(labels, vector));
         }
         for (name, spec) in &config.histograms {
             let Some((name, help)) = known(Kind::Histogram, name, "histogram") else {
