@@ -15,13 +15,13 @@ use recorders::{
 use scaler::{EphemeralRunnerSetScaler, RunnerJobStatus, Scaler, ScalerConfig};
 
 use crate::actions_source::ActionsSource;
-use crate::config::Config;
 use crate::health::Health;
 use crate::listener::{Listener, LoopMetrics, LoopSettings};
 use crate::retry_metrics::RetryCounters;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::source::MessageSource;
+use crate::startup::Started;
 
 pub use crate::settings::{
     LONG_POLL_TIMEOUT_ENV, OTEL_ID_SCHEME_ENV, OTEL_INSECURE_ENV, READINESS_STALE_AFTER_ENV,
@@ -51,9 +51,9 @@ impl Scaler for SharedScaler {
 
 /// Run the listener until `shutdown` is requested (`Ok`) or an unrecoverable error. A bare
 /// `CancellationToken` gets the listener's default shutdown budget.
-pub async fn run(config: Config, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
+pub async fn run(started: Started, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
     let shutdown = shutdown.into();
-    let settings = Settings::from_process_env(config)?;
+    let settings = Settings::from_process_env(started.config, Some(&started.config_path))?;
     run_with(settings, &shutdown).await
 }
 
@@ -146,9 +146,14 @@ async fn run_session(
             "long-poll timeout overridden"
         );
     }
+    let credentials = settings
+        .credentials
+        .load()
+        .await
+        .context("reading the GitHub credentials")?;
     let client = ActionsClient::new(
         &config.configure_url,
-        settings.credentials.clone(),
+        credentials,
         settings.client_options.clone(),
     )
     .map_err(|e| anyhow!("GitHub client: {e}"))?;

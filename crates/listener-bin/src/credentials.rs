@@ -5,7 +5,7 @@
 //! the kubelet updates the mounted file in place, so a rotated token heals without a restart.
 //! Each way of holding credentials is one variant here; the loop never knows which it has.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use github_client::Credentials;
 
@@ -28,6 +28,19 @@ pub enum CredentialsError {
 }
 
 impl CredentialsSource {
+    /// Where a validated config's credentials come from: its file when it has one (so a
+    /// rotated secret is picked up), else the credentials it holds now. Fails, naming the
+    /// key, when the config's credentials cannot work as written.
+    pub fn for_config(config: &Config, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let credentials = from_config(config)?;
+        Ok(match path {
+            Some(path) => Self::ConfigFile {
+                path: path.to_path_buf(),
+            },
+            None => Self::Fixed(credentials),
+        })
+    }
+
     /// The credentials as they are now.
     pub async fn load(&self) -> Result<Credentials, CredentialsError> {
         match self {

@@ -8,14 +8,13 @@ fn main() -> ExitCode {
     let Some(started) = startup::config_and_logging() else {
         return ExitCode::FAILURE;
     };
-    let config = started.config;
     tracing::info!(version = VERSION, commit = COMMIT, "ghalistener starting");
-    tracing::debug!(config = ?config, "configuration");
+    tracing::debug!(config = ?started.config, "configuration");
 
     // One thread: the listener's work is I/O bound, and keeping the loop, the HTTP
     // connections and the exporters on one thread avoids a cross-thread wake-up per request
     // (35% less CPU per job in `make bench`, figure 7).
     startup::run_to_exit(tokio::runtime::Builder::new_current_thread(), |shutdown| {
-        app::run(config, shutdown)
+        app::run(started, shutdown)
     })
 }

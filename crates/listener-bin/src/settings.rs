@@ -6,13 +6,15 @@
 //! the key or the variable to fix.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use github_client::{ClientOptions, Credentials, GitHubConfigUrl};
+use github_client::{ClientOptions, GitHubConfigUrl};
 use recorders::{IdScheme, MetricsConfig, OtelSettings, ScaleSetLabels};
 
 use crate::config::Config;
+use crate::credentials::CredentialsSource;
 use crate::health::DEFAULT_STALE_AFTER;
 
 /// Env overrides for the keys ARC's controller cannot write into config.json.
@@ -37,7 +39,8 @@ pub struct Settings {
     /// `configure_url`, parsed.
     pub config_url: GitHubConfigUrl,
     pub labels: ScaleSetLabels,
-    pub credentials: Credentials,
+    /// Where the GitHub credentials are read from, at start and after GitHub rejects them.
+    pub credentials: CredentialsSource,
     pub client_options: ClientOptions,
     /// How long a poll with no message may go on before readiness turns false.
     pub stale_after: Duration,
@@ -47,14 +50,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From the process environment.
-    pub fn from_process_env(config: Config) -> anyhow::Result<Self> {
-        Self::resolve(config, &std::env::vars().collect())
+    /// From the process environment; `config_path` is where `config` was read from.
+    pub fn from_process_env(config: Config, config_path: Option<&Path>) -> anyhow::Result<Self> {
+        Self::resolve(config, config_path, &std::env::vars().collect())
     }
 
     /// The checks run in the order the listener used to meet them while starting up, so a
     /// config with several problems reports the same one first.
-    pub fn resolve(config: Config, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+    pub fn resolve(
+        config: Config,
+        config_path: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Self> {
         let config_url = GitHubConfigUrl::parse(&config.configure_url)
             .map_err(|e| anyhow!("config key `configure_url`: {e}"))?;
         let labels = ScaleSetLabels {
@@ -111,7 +118,7 @@ impl Settings {
                 otel
             });
 
-        let credentials = crate::credentials::from_config(&config)?;
+        let credentials = CredentialsSource::for_config(&config, config_path)?;
         let mut client_options = ClientOptions {
             root_ca_pem: Some(config.server_root_ca.clone()).filter(|s| !s.trim().is_empty()),
             ..ClientOptions::default()
@@ -187,7 +194,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let settings = Settings::resolve(config(), &env).unwrap();
+        let settings = Settings::resolve(config(), None, &env).unwrap();
         assert_eq!(
             settings.client_options.long_poll_timeout,
             Duration::from_secs(9)
@@ -198,7 +205,7 @@ mod tests {
 
         let bad: HashMap<String, String> =
             [(READINESS_STALE_AFTER_ENV.to_owned(), "0".to_owned())].into();
-        let err = match Settings::resolve(config(), &bad) {
+        let err = match Settings::resolve(config(), None, &bad) {
             Ok(_) => panic!("a zero staleness was accepted"),
             Err(e) => e.to_string(),
         };

@@ -16,7 +16,6 @@ fn main() -> ExitCode {
     let Some(started) = startup::config_and_logging() else {
         return ExitCode::FAILURE;
     };
-    let config = started.config;
     let flavour = std::env::var("GHALISTENER_BENCH_RUNTIME").unwrap_or_default();
     let builder = if flavour == "current_thread" {
         tokio::runtime::Builder::new_current_thread()
@@ -27,12 +26,12 @@ fn main() -> ExitCode {
     };
     startup::run_to_exit(builder, |shutdown| async move {
         if flavour == "spawned" {
-            match tokio::spawn(app::run(config, shutdown)).await {
+            match tokio::spawn(app::run(started, shutdown)).await {
                 Ok(result) => result,
                 Err(e) => Err(anyhow::anyhow!("listener task: {e}")),
             }
         } else {
-            app::run(config, shutdown).await
+            app::run(started, shutdown).await
         }
     })
 }
