@@ -347,7 +347,7 @@ async fn go_listener_order_loop(
     max_runners: i32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let initial = source.initial_statistics().unwrap_or_default();
+    let initial = source.initial_statistics().await.unwrap_or_default();
     let mut assigned = initial.total_assigned_jobs;
     scaler
         .handle_desired_runner_count(assigned, false)

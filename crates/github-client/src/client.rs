@@ -97,7 +97,9 @@ pub(crate) struct Inner {
     http: reqwest::Client,
     pub(crate) config: GitHubConfigUrl,
     pub(crate) rest_base: String,
-    pub(crate) auth: Auth,
+    /// Replaced as a whole by [`ActionsClient::replace_credentials`]; readers take a clone
+    /// of the `Arc` and never hold the lock across an await.
+    auth: std::sync::RwLock<Arc<Auth>>,
     pub(crate) options: ClientOptions,
     /// One refresh at a time: callers wait on the lock and reuse the fresh connection.
     admin: tokio::sync::Mutex<Option<Arc<AdminConnection>>>,
@@ -105,12 +107,25 @@ pub(crate) struct Inner {
     pub(crate) metrics: ClientMetrics,
 }
 
+impl Inner {
+    /// The credentials in use. A poisoned lock still holds a whole `Arc` (the write is a
+    /// single assignment), so poisoning is ignored.
+    pub(crate) fn auth(&self) -> Arc<Auth> {
+        Arc::clone(
+            &self
+                .auth
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 impl std::fmt::Debug for ActionsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionsClient")
             .field("config_url", &self.inner.config.as_str())
             .field("rest_base", &self.inner.rest_base)
-            .field("auth", &self.inner.auth)
+            .field("auth", &self.inner.auth())
             .finish()
     }
 }
@@ -223,7 +238,7 @@ impl ActionsClient {
                 http,
                 config,
                 rest_base,
-                auth,
+                auth: std::sync::RwLock::new(Arc::new(auth)),
                 options,
                 admin: tokio::sync::Mutex::new(None),
                 installation: tokio::sync::Mutex::new(None),
@@ -234,6 +249,22 @@ impl ActionsClient {
 
     pub fn config_url(&self) -> &GitHubConfigUrl {
         &self.inner.config
+    }
+
+    /// Use `credentials` from now on (a rotated token or App key). The cached installation
+    /// token and admin connection are dropped, so the next call authenticates afresh;
+    /// sessions opened by this client follow. Fails, changing nothing, when the
+    /// credentials are unusable as given (empty token, unparseable key).
+    pub async fn replace_credentials(&self, credentials: Credentials) -> Result<(), Error> {
+        let auth = Arc::new(Auth::new(credentials)?);
+        *self
+            .inner
+            .auth
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = auth;
+        *self.inner.installation.lock().await = None;
+        *self.inner.admin.lock().await = None;
+        Ok(())
     }
 
     /// The GitHub REST base in use (no trailing slash).

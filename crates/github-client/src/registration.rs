@@ -63,11 +63,12 @@ impl ActionsClient {
 
     /// An installation token for the App, cached until less than 60 s remain.
     pub(crate) async fn installation_token(&self) -> Result<SecretString, Error> {
+        let auth = self.inner.auth();
         let Auth::App {
             app_id,
             installation_id,
             key,
-        } = &self.inner.auth
+        } = &*auth
         else {
             return Err(Error::InvalidConfig {
                 reason: "installation tokens need GitHub App credentials".into(),
@@ -112,7 +113,8 @@ impl ActionsClient {
     }
 
     pub(crate) async fn registration_token(&self) -> Result<SecretString, Error> {
-        let bearer = match &self.inner.auth {
+        let auth = self.inner.auth();
+        let bearer = match &*auth {
             Auth::Token(pat) => pat.clone(),
             Auth::App { .. } => self.installation_token().await?,
         };
@@ -125,7 +127,7 @@ impl ActionsClient {
         tracing::info!(url = %redact_url(&req.url), "fetching a runner registration token");
         let resp = self.execute(&req).await?;
         if !resp.is_success() {
-            if matches!(resp.status, 401 | 403) && matches!(self.inner.auth, Auth::App { .. }) {
+            if matches!(resp.status, 401 | 403) && matches!(*auth, Auth::App { .. }) {
                 // The installation token may have been revoked: fetch a new one next time.
                 *self.inner.installation.lock().await = None;
             }

@@ -241,6 +241,43 @@ async fn wrong_pat_is_credentials_rejected_without_the_secret() {
     );
 }
 
+/// An App uninstalled or suspended (installation token 403), then a wrong PAT: both are
+/// rejected credentials; `replace_credentials` heals the same client in place.
+#[tokio::test]
+async fn rejected_credentials_are_replaced_in_place() {
+    let fake = start_fake_with(app_fake_config()).await;
+    fake.inject_fault(Endpoint::AppToken, Fault::status(403, 1));
+    let app = Credentials::App {
+        app_id: APP_ID.into(),
+        installation_id: INSTALLATION_ID,
+        private_key: PKCS8.into(),
+    };
+    let client = ActionsClient::new(&fake.configure_url("my-org"), app, options()).unwrap();
+    let err = client.open_session(1, "pod").await.unwrap_err();
+    assert_eq!(err.kind(), FailureKind::CredentialsRejected, "{err}");
+    // Reinstalled: the next attempt passes with the same client.
+    exercise(&fake, &client).await;
+    fake.shutdown().await;
+
+    let fake = start_fake().await;
+    let client = ActionsClient::new(
+        &fake.configure_url("my-org"),
+        Credentials::Token("ghp_revoked_secret_value".into()),
+        options(),
+    )
+    .unwrap();
+    let err = client.open_session(1, "pod").await.unwrap_err();
+    assert_eq!(err.kind(), FailureKind::CredentialsRejected, "{err}");
+    let unusable = client
+        .replace_credentials(Credentials::Token("  ".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(unusable.kind(), FailureKind::InvalidInput);
+    client.replace_credentials(pat()).await.unwrap();
+    exercise(&fake, &client).await;
+    fake.shutdown().await;
+}
+
 #[tokio::test]
 async fn admin_token_refreshed_before_expiry_and_after_rejection() {
     // exp within the 60 s margin: every admin call refreshes first.

@@ -25,6 +25,7 @@ use crate::startup::Started;
 
 pub use crate::settings::{
     LONG_POLL_TIMEOUT_ENV, OTEL_ID_SCHEME_ENV, OTEL_INSECURE_ENV, READINESS_STALE_AFTER_ENV,
+    RECOVERY_MAX_BACKOFF_ENV,
 };
 
 /// The most job messages the service puts in one queue message.
@@ -190,17 +191,10 @@ async fn run_session(
         owner = %owner,
         "starting listener"
     );
-    let source =
-        match ActionsSource::open(client, config.runner_scale_set_id, owner, shutdown.token())
-            .await
-            .map_err(|e| anyhow!("message session: {e}"))?
-        {
-            Some(source) => source,
-            None => {
-                tracing::info!("shutdown requested before the session was created");
-                return Ok(());
-            }
-        };
+    // The session is opened by the loop, which waits out what can clear (rejected
+    // credentials, an unknown scale set) instead of exiting.
+    let source = ActionsSource::new(client, config.runner_scale_set_id, owner)
+        .with_credentials(settings.credentials.clone());
 
     let client = source.client().clone();
     let scaler_totals = scaler.clone();
@@ -215,6 +209,7 @@ async fn run_session(
         LoopSettings {
             max_runners: config.max_runners_i32(),
             shutdown_grace: shutdown.budget().work_in_hand,
+            recovery_max_backoff: settings.recovery_max_backoff,
             ..LoopSettings::default()
         },
         loop_metrics,

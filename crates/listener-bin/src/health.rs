@@ -9,11 +9,11 @@
 //! clears the flag if nothing happened since; it does no other work.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use recorders::Readiness;
-
-use crate::listener::LoopHealth;
 
 /// Readiness turns false when no poll finished for this long (the long poll holds ~50 s).
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(120);
@@ -64,6 +64,79 @@ impl Health {
                 }
             }
         }
+    }
+}
+
+/// Liveness of the loop, read by the readiness probe.
+#[derive(Clone, Default)]
+pub struct LoopHealth {
+    session_live: Arc<AtomicBool>,
+    last_progress_ms: Arc<AtomicU64>,
+    /// Waiting out a condition someone must fix (see [`crate::recovery`]): never ready.
+    degraded: Arc<AtomicBool>,
+    /// The `/readyz` flag, set here as the loop progresses or loses its session.
+    readiness: Option<Readiness>,
+}
+
+impl LoopHealth {
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// Health that also drives `readiness`.
+    pub fn reporting_to(readiness: Readiness) -> Self {
+        Self {
+            readiness: Some(readiness),
+            ..Self::default()
+        }
+    }
+
+    pub fn progress(&self) {
+        self.session_live.store(true, Ordering::Relaxed);
+        self.last_progress_ms
+            .store(Self::now_ms(), Ordering::Relaxed);
+        if let Some(readiness) = &self.readiness {
+            readiness.set_ready(!self.degraded.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Degraded: not ready until it ends. Its end counts as progress (the call that was
+    /// blocked just succeeded), so readiness returns at once.
+    pub fn set_degraded(&self, degraded: bool) {
+        self.degraded.store(degraded, Ordering::Relaxed);
+        if degraded {
+            if let Some(readiness) = &self.readiness {
+                readiness.set_ready(false);
+            }
+        } else {
+            self.progress();
+        }
+    }
+
+    pub fn set_session_live(&self, live: bool) {
+        self.session_live.store(live, Ordering::Relaxed);
+        if let (false, Some(readiness)) = (live, &self.readiness) {
+            readiness.set_ready(false);
+        }
+    }
+
+    /// Time since the last progress, `None` before the first.
+    pub fn since_progress(&self) -> Option<Duration> {
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        (last != 0).then(|| Duration::from_millis(Self::now_ms().saturating_sub(last)))
+    }
+
+    /// Ready while the session is live and a poll completed within `stale_after`.
+    pub fn is_ready(&self, stale_after: Duration) -> bool {
+        let last = self.last_progress_ms.load(Ordering::Relaxed);
+        let age = Self::now_ms().saturating_sub(last);
+        self.session_live.load(Ordering::Relaxed)
+            && !self.degraded.load(Ordering::Relaxed)
+            && last != 0
+            && u128::from(age) <= stale_after.as_millis()
     }
 }
 

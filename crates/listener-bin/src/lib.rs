@@ -10,6 +10,8 @@
 //!   [`scaler::Scaler`] and a [`recorders::Recorder`], so each is testable alone;
 //! - [`source`], [`actions_source`]: the loop's view of the Actions service, and its real one;
 //! - [`health`]: readiness (`/readyz`), set by the loop;
+//! - [`recovery`]: waiting out, in place, conditions someone must fix (degraded state);
+//! - [`loop_metrics`]: the loop's `gha_listener_*` counters and the degraded gauge;
 //! - [`retry_metrics`]: the client's and the scaler's retry totals, read at scrape time;
 //! - [`shutdown`]: the shutdown request and the one budget of the steps after it;
 //! - [`startup`]: the config from `LISTENER_CONFIG_PATH` and logging, before the runtime;
@@ -22,6 +24,8 @@ pub mod credentials;
 pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod loop_metrics;
+pub mod recovery;
 pub mod retry_metrics;
 pub mod settings;
 pub mod shutdown;

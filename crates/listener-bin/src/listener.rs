@@ -8,17 +8,20 @@
 //! patches equals the sequential algorithm's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use github_client::{JobMessage, RunnerScaleSetMessage};
-use recorders::{Readiness, Recorder};
+use github_client::{JobMessage, RunnerScaleSetMessage, RunnerScaleSetStatistic};
+use recorders::Recorder;
 use scaler::{EphemeralRunnerJobStatus, RunnerJobStatus, Scaler};
 use tokio_util::sync::CancellationToken;
 
 use retry::{Backoff, Classify, FailureKind};
 
+use crate::recovery::{BlockedCall, Degradation, DegradedReason};
 use crate::source::{MessageSource, SourceError};
+
+pub use crate::health::LoopHealth;
+pub use crate::loop_metrics::LoopMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -35,147 +38,61 @@ enum LoopAction {
     Retry,
     /// Acknowledge the message and go on with the next one.
     SkipPoison { message_id: i64 },
-    /// Stop the loop with the error: retrying cannot help; the process exits non-zero.
+    /// Someone must fix something: not ready, degraded gauge, wait
+    /// ([`retry::policies::recovery`]) and try again, reading the credentials again first
+    /// when they were rejected.
+    WaitOut(DegradedReason),
+    /// Stop the loop with the error: the configuration cannot work as written; the process
+    /// exits non-zero.
     Exit,
 }
 
-/// The listener's failure policy, one place for both the poll and the scale patch.
+/// The listener's failure policy, one place for the session, the poll and the scale patch.
 ///
-/// | condition (`FailureKind`)                           | the listener                                   | for how long |
+/// | condition (`FailureKind`, call)                     | the listener                                   | for how long |
 /// |-----------------------------------------------------|------------------------------------------------|--------------|
-/// | `Transient` (connection, timeout, 408, 429, 5xx, token refresh, scaler retries exhausted) | counts `poll_errors` / `scale_failures`, waits, tries again | until it succeeds or shutdown; waits 1 s doubling to 30 s, jittered (`LISTENER_LOOP`), reset by a successful poll |
-/// | `Conflict`, `Rejected` (other 4xx, TLS, bad body)   | same as `Transient`                            | same         |
+/// | `Transient` (connection, timeout, 408, 429, 5xx, token refresh, lost session, scaler retries exhausted) | counts `poll_errors` / `scale_failures`, waits, tries again | until it succeeds or shutdown; waits 1 s doubling to 30 s, jittered (`LISTENER_LOOP`), reset by a successful poll |
+/// | `Conflict` (a session still held elsewhere), `Rejected` (other 4xx, TLS, bad or truncated body) | same as `Transient` | same |
 /// | `Poison { message_id }` (unparseable message)       | counts `poison_messages`, acks the message, goes on | once     |
-/// | `CredentialsRejected`, `InvalidInput`               | ends the loop with the error                   | at once      |
-/// | `Forbidden`, `NotFound` (RBAC, set missing)         | ends the loop with the error                   | at once      |
+/// | `CredentialsRejected` (GitHub 401/403 on a token request) | degraded `credentials_rejected`: not ready, reads the credentials again before each attempt | until it clears or shutdown; waits 1 s doubling to `GHALISTENER_RECOVERY_MAX_BACKOFF_SECS` (300 s), jittered |
+/// | `NotFound` on the session (scale set unknown)       | degraded `scale_set_not_found`                 | same         |
+/// | `Forbidden` / `CredentialsRejected` on the scale patch | degraded `set_forbidden`; the latest count is patched once allowed | same |
+/// | `NotFound` on the scale patch (no such set)         | degraded `set_not_found`; likewise             | same         |
+/// | `InvalidInput` (configuration that cannot work)     | ends the loop with the error; exit 1           | at once      |
 ///
 /// Below this, the libraries have retried already: each GitHub request 4 times
 /// (`GITHUB_REQUEST`, `Retry-After` up to 300 s), each Kubernetes patch 5 times
 /// (`KUBE_REQUEST`, `retryAfterSeconds` up to 5 s), and session creation waits out a 409
 /// for the client's `session_conflict_timeout`. A message source reports a lost session,
-/// 404s and 409s from a poll as `Transient` (see [`SourceError`]'s `kind`).
-fn loop_action(kind: FailureKind) -> LoopAction {
-    match kind {
-        FailureKind::Transient { .. } | FailureKind::Conflict | FailureKind::Rejected { .. } => {
-            LoopAction::Retry
+/// 404s and 409s from a poll as `Transient` (see [`SourceError`]'s `kind`), and a session it
+/// could not re-create by the creation's own kind.
+fn loop_action(kind: FailureKind, call: BlockedCall) -> LoopAction {
+    match (kind, call) {
+        (
+            FailureKind::Transient { .. } | FailureKind::Conflict | FailureKind::Rejected { .. },
+            _,
+        ) => LoopAction::Retry,
+        (FailureKind::Poison { message_id }, BlockedCall::Session) => {
+            LoopAction::SkipPoison { message_id }
         }
-        FailureKind::Poison { message_id } => LoopAction::SkipPoison { message_id },
-        FailureKind::CredentialsRejected
-        | FailureKind::InvalidInput
-        | FailureKind::Forbidden
-        | FailureKind::NotFound => LoopAction::Exit,
+        (FailureKind::CredentialsRejected | FailureKind::Forbidden, BlockedCall::Session) => {
+            LoopAction::WaitOut(DegradedReason::CredentialsRejected)
+        }
+        (FailureKind::NotFound, BlockedCall::Session) => {
+            LoopAction::WaitOut(DegradedReason::ScaleSetNotFound)
+        }
+        (FailureKind::CredentialsRejected | FailureKind::Forbidden, BlockedCall::Scale) => {
+            LoopAction::WaitOut(DegradedReason::SetForbidden)
+        }
+        (FailureKind::NotFound, BlockedCall::Scale) => {
+            LoopAction::WaitOut(DegradedReason::SetNotFound)
+        }
+        (FailureKind::InvalidInput | FailureKind::Poison { .. }, _) => LoopAction::Exit,
     }
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Counters the loop keeps; exported as `gha_listener_*` metrics.
-#[derive(Clone)]
-pub struct LoopMetrics {
-    pub messages: prometheus::IntCounter,
-    pub poison_messages: prometheus::IntCounter,
-    pub poll_errors: prometheus::IntCounter,
-    pub ack_failures: prometheus::IntCounter,
-    pub acquire_failures: prometheus::IntCounter,
-    pub scale_failures: prometheus::IntCounter,
-    pub jobs_acquired: prometheus::IntCounter,
-}
-
-impl LoopMetrics {
-    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
-        let counter =
-            |name: &str, help: &str| recorders::metric::register_counter(registry, name, help);
-        Ok(Self {
-            messages: counter("gha_listener_messages_total", "Queue messages handled.")?,
-            poison_messages: counter(
-                "gha_listener_poison_messages_total",
-                "Malformed queue messages acknowledged and skipped.",
-            )?,
-            poll_errors: counter(
-                "gha_listener_poll_errors_total",
-                "Message polls that failed after the client's retries.",
-            )?,
-            ack_failures: counter(
-                "gha_listener_ack_failures_total",
-                "Message acknowledgements that failed after retries (the message is redelivered).",
-            )?,
-            acquire_failures: counter(
-                "gha_listener_acquire_failures_total",
-                "Job acquisitions that failed after retries.",
-            )?,
-            scale_failures: counter(
-                "gha_listener_scale_failures_total",
-                "Scale patches that failed after the scaler's retries.",
-            )?,
-            jobs_acquired: counter("gha_listener_jobs_acquired_total", "Jobs acquired.")?,
-        })
-    }
-
-    /// Counters on a private registry, for tests and benchmarks.
-    pub fn unregistered() -> Self {
-        let registry = prometheus::Registry::new();
-        // Names are fixed and unique on a fresh registry, so this cannot fail.
-        Self::register(&registry).unwrap_or_else(|_| unreachable!("fresh registry"))
-    }
-}
-
-/// Liveness of the loop, read by the readiness probe.
-#[derive(Clone, Default)]
-pub struct LoopHealth {
-    session_live: Arc<AtomicBool>,
-    last_progress_ms: Arc<AtomicU64>,
-    /// The `/readyz` flag, set here as the loop progresses or loses its session.
-    readiness: Option<Readiness>,
-}
-
-impl LoopHealth {
-    fn now_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    }
-
-    /// Health that also drives `readiness`.
-    pub fn reporting_to(readiness: Readiness) -> Self {
-        Self {
-            readiness: Some(readiness),
-            ..Self::default()
-        }
-    }
-
-    pub fn progress(&self) {
-        self.session_live.store(true, Ordering::Relaxed);
-        self.last_progress_ms
-            .store(Self::now_ms(), Ordering::Relaxed);
-        if let Some(readiness) = &self.readiness {
-            readiness.set_ready(true);
-        }
-    }
-
-    pub fn set_session_live(&self, live: bool) {
-        self.session_live.store(live, Ordering::Relaxed);
-        if let (false, Some(readiness)) = (live, &self.readiness) {
-            readiness.set_ready(false);
-        }
-    }
-
-    /// Time since the last progress, `None` before the first.
-    pub fn since_progress(&self) -> Option<Duration> {
-        let last = self.last_progress_ms.load(Ordering::Relaxed);
-        (last != 0).then(|| Duration::from_millis(Self::now_ms().saturating_sub(last)))
-    }
-
-    /// Ready while the session is live and a poll completed within `stale_after`.
-    pub fn is_ready(&self, stale_after: Duration) -> bool {
-        let last = self.last_progress_ms.load(Ordering::Relaxed);
-        let age = Self::now_ms().saturating_sub(last);
-        self.session_live.load(Ordering::Relaxed)
-            && last != 0
-            && u128::from(age) <= stale_after.as_millis()
-    }
 }
 
 /// Settings of the loop itself.
@@ -189,6 +106,9 @@ pub struct LoopSettings {
     /// a scale retried by the scaler) may still run before it is abandoned; an unacked
     /// message is redelivered to the next listener. Part of the shutdown budget.
     pub shutdown_grace: Duration,
+    /// Cap of the wait between attempts while degraded
+    /// (`GHALISTENER_RECOVERY_MAX_BACKOFF_SECS`).
+    pub recovery_max_backoff: Duration,
 }
 
 impl Default for LoopSettings {
@@ -198,6 +118,7 @@ impl Default for LoopSettings {
             initial_backoff: retry::policies::LISTENER_LOOP.initial,
             max_backoff: retry::policies::LISTENER_LOOP.max,
             shutdown_grace: crate::shutdown::ShutdownBudget::DEFAULT.work_in_hand,
+            recovery_max_backoff: retry::policies::RECOVERY_MAX_DEFAULT,
         }
     }
 }
@@ -209,6 +130,7 @@ pub struct Listener<M, S> {
     settings: LoopSettings,
     metrics: LoopMetrics,
     health: LoopHealth,
+    degradation: Degradation,
 }
 
 /// What a message asks for, extracted once.
@@ -280,6 +202,11 @@ where
         metrics: LoopMetrics,
         health: LoopHealth,
     ) -> Self {
+        let degradation = Degradation::new(
+            metrics.degraded.clone(),
+            health.clone(),
+            settings.recovery_max_backoff,
+        );
         Self {
             source,
             scaler,
@@ -287,6 +214,7 @@ where
             settings,
             metrics,
             health,
+            degradation,
         }
     }
 
@@ -302,10 +230,9 @@ where
     /// hand when shutdown arrives is finished; the long poll is abandoned. The session is
     /// not closed here: the caller closes it, also after a fatal error.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ListenerError> {
-        let initial = self.source.initial_statistics().unwrap_or_else(|| {
-            tracing::warn!("session carried no statistics; starting from zero assigned jobs");
-            Default::default()
-        });
+        let Some(initial) = self.start(&shutdown).await? else {
+            return Ok(());
+        };
         self.health.progress();
         self.recorder.record_statistics(&initial);
         let mut assigned_jobs = initial.total_assigned_jobs;
@@ -327,6 +254,9 @@ where
                 _ = shutdown.cancelled() => return Ok(()),
                 polled = self.source.get_message(last_message_id, self.settings.max_runners) => polled,
             };
+            if polled.is_ok() {
+                self.degradation.succeeded(BlockedCall::Session);
+            }
             match polled {
                 Ok(None) => {
                     self.health.progress();
@@ -368,7 +298,12 @@ where
                         }
                     }
                 }
-                Err(error) => match loop_action(error.kind()) {
+                Err(error) => match loop_action(error.kind(), BlockedCall::Session) {
+                    LoopAction::WaitOut(reason) => {
+                        if self.wait_out(reason, &error, &shutdown).await {
+                            return Ok(());
+                        }
+                    }
                     LoopAction::SkipPoison { message_id } => {
                         self.health.progress();
                         self.metrics.poison_messages.inc();
@@ -392,6 +327,71 @@ where
                 },
             }
         }
+    }
+
+    /// Open the session (or take the one already open) and return its statistics,
+    /// waiting out whatever can clear. `Ok(None)` when shutdown came first.
+    async fn start(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<RunnerScaleSetStatistic>, ListenerError> {
+        let backoff = self.backoff();
+        let mut failures: u32 = 0;
+        loop {
+            let started = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(None),
+                started = self.source.start() => started,
+            };
+            let error = match started {
+                Ok(statistics) => {
+                    self.degradation.succeeded(BlockedCall::Session);
+                    return Ok(Some(statistics.unwrap_or_else(|| {
+                        tracing::warn!(
+                            "session carried no statistics; starting from zero assigned jobs"
+                        );
+                        Default::default()
+                    })));
+                }
+                Err(error) => error,
+            };
+            match loop_action(error.kind(), BlockedCall::Session) {
+                LoopAction::WaitOut(reason) => {
+                    if self.wait_out(reason, &error, shutdown).await {
+                        return Ok(None);
+                    }
+                }
+                LoopAction::Exit => return Err(ListenerError::Source(error)),
+                LoopAction::Retry | LoopAction::SkipPoison { .. } => {
+                    let wait = backoff.delay(failures, None);
+                    tracing::warn!(error = %error, retry_in_ms = millis(wait), "creating the message session failed; retrying");
+                    if sleep_or_shutdown(wait, shutdown).await {
+                        return Ok(None);
+                    }
+                    failures = failures.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// One wait of a degraded spell; `true` when shutdown came first. Rejected credentials
+    /// are read again before the next attempt, so a rotated secret heals in place.
+    async fn wait_out(
+        &self,
+        reason: DegradedReason,
+        error: &(dyn std::fmt::Display + Sync),
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let wait = self.degradation.wait_before_retry(reason, error);
+        if sleep_or_shutdown(wait, shutdown).await {
+            return true;
+        }
+        if reason == DegradedReason::CredentialsRejected
+            && let Err(e) = self.source.reload_credentials().await
+        {
+            self.degradation.reload_failed(&e);
+        }
+        false
     }
 
     async fn handle_message(
@@ -456,10 +456,18 @@ where
                 return Ok(None);
             };
             match attempt {
-                Ok(target) => return Ok(Some(target)),
-                Err(e) => match loop_action(e.kind()) {
+                Ok(target) => {
+                    self.degradation.succeeded(BlockedCall::Scale);
+                    return Ok(Some(target));
+                }
+                Err(e) => match loop_action(e.kind(), BlockedCall::Scale) {
                     LoopAction::Exit | LoopAction::SkipPoison { .. } => {
                         return Err(ListenerError::Scale(Box::new(e)));
+                    }
+                    LoopAction::WaitOut(reason) => {
+                        if self.wait_out(reason, &e, shutdown).await {
+                            return Ok(None);
+                        }
                     }
                     LoopAction::Retry => {
                         self.metrics.scale_failures.inc();
@@ -546,6 +554,7 @@ mod tests {
         polls: Mutex<VecDeque<Poll>>,
         acked: Mutex<Vec<i64>>,
         acquired: Mutex<Vec<Vec<i64>>>,
+        credential_reloads: Mutex<usize>,
         done: CancellationToken,
     }
 
@@ -559,14 +568,19 @@ mod tests {
                 polls: Mutex::new(polls.into()),
                 acked: Mutex::default(),
                 acquired: Mutex::default(),
+                credential_reloads: Mutex::default(),
                 done,
             }
         }
     }
 
     impl MessageSource for ScriptedSource {
-        fn initial_statistics(&self) -> Option<RunnerScaleSetStatistic> {
-            Some(self.initial)
+        async fn start(&self) -> Result<Option<RunnerScaleSetStatistic>, SourceError> {
+            Ok(Some(self.initial))
+        }
+        async fn reload_credentials(&self) -> Result<(), SourceError> {
+            *self.credential_reloads.lock().unwrap() += 1;
+            Ok(())
         }
         async fn get_message(&self, _: i64, _: i32) -> Poll {
             let next = self.polls.lock().unwrap().pop_front();
@@ -592,17 +606,14 @@ mod tests {
     }
 
     #[derive(Debug, thiserror::Error)]
-    #[error("fake scale failure (config: {0})")]
-    struct FakeScaleError(bool);
+    #[error("fake scale failure ({0:?})")]
+    struct FakeScaleError(FailureKind);
     impl Classify for FakeScaleError {
         fn kind(&self) -> FailureKind {
-            if self.0 {
-                FailureKind::Forbidden
-            } else {
-                FailureKind::Transient { retry_after: None }
-            }
+            self.0
         }
     }
+    const TRANSIENT: FailureKind = FailureKind::Transient { retry_after: None };
 
     fn api_error(status: u16) -> Box<github_client::ApiError> {
         Box::new(github_client::ApiError {
@@ -620,8 +631,8 @@ mod tests {
     struct RecordingScaler {
         calls: Mutex<Vec<(i64, bool)>>,
         runner_patches: Mutex<Vec<RunnerJobStatus>>,
-        /// Failures to return before succeeding: `true` = configuration error.
-        failures: Mutex<VecDeque<bool>>,
+        /// Failures to return before succeeding.
+        failures: Mutex<VecDeque<FailureKind>>,
     }
 
     impl Scaler for RecordingScaler {
@@ -632,8 +643,8 @@ mod tests {
             changed: bool,
         ) -> Result<i32, FakeScaleError> {
             self.calls.lock().unwrap().push((count, changed));
-            if let Some(config) = self.failures.lock().unwrap().pop_front() {
-                return Err(FakeScaleError(config));
+            if let Some(kind) = self.failures.lock().unwrap().pop_front() {
+                return Err(FakeScaleError(kind));
             }
             Ok(count.min(10) as i32)
         }
@@ -730,6 +741,7 @@ mod tests {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(4),
             shutdown_grace: Duration::from_millis(200),
+            recovery_max_backoff: Duration::from_millis(4),
         }
     }
 
@@ -817,8 +829,18 @@ mod tests {
         );
     }
 
+    fn degraded(listener: &Listener<ScriptedSource, RecordingScaler>, reason: &str) -> i64 {
+        listener.metrics.degraded.with_label_values(&[reason]).get()
+    }
+
     #[tokio::test]
-    async fn transient_poll_errors_are_retried_and_fatal_ones_end_the_loop() {
+    async fn transient_poll_errors_are_retried_rejected_credentials_waited_out_bad_config_ends_the_loop()
+     {
+        let rejected = || {
+            Err(SourceError::Client(
+                github_client::Error::CredentialsRejected(api_error(401)),
+            ))
+        };
         let polls = vec![
             Err(SourceError::Client(github_client::Error::Status(
                 api_error(503),
@@ -827,28 +849,41 @@ mod tests {
                 api_error(503),
             ))),
             message(1, 2, vec![]),
-            Err(SourceError::Client(
-                github_client::Error::CredentialsRejected(api_error(401)),
-            )),
+            rejected(),
+            rejected(),
+            message(2, 3, vec![]),
+            Err(SourceError::Client(github_client::Error::InvalidConfig {
+                reason: "bad".into(),
+            })),
         ];
         let (result, listener, _) = run_script(0, polls, RecordingScaler::default()).await;
         let err = result.unwrap_err();
         assert!(
-            matches!(&err, ListenerError::Source(e) if e.kind() == FailureKind::CredentialsRejected),
+            matches!(&err, ListenerError::Source(e) if e.kind() == FailureKind::InvalidInput),
             "{err}"
         );
-        assert!(
-            err.to_string().contains("rejected the credentials"),
-            "{err}"
+        assert_eq!(
+            listener.metrics.poll_errors.get(),
+            2,
+            "degraded waits are not poll errors"
         );
-        assert_eq!(listener.metrics.poll_errors.get(), 2);
-        assert_eq!(*listener.source.acked.lock().unwrap(), vec![1]);
+        assert_eq!(*listener.source.acked.lock().unwrap(), vec![1, 2]);
+        assert_eq!(
+            *listener.source.credential_reloads.lock().unwrap(),
+            2,
+            "credentials read again before each attempt"
+        );
+        assert_eq!(degraded(&listener, "credentials_rejected"), 0, "recovered");
     }
 
     #[tokio::test]
-    async fn scale_failures_are_retried_unless_configuration_errors() {
+    async fn scale_failures_are_retried_rbac_waited_out_and_configuration_errors_end_the_loop() {
         let scaler = RecordingScaler::default();
-        scaler.failures.lock().unwrap().extend([false, false]);
+        scaler
+            .failures
+            .lock()
+            .unwrap()
+            .extend([TRANSIENT, TRANSIENT]);
         let (result, listener, _) = run_script(4, vec![message(1, 5, vec![])], scaler).await;
         result.unwrap();
         assert_eq!(
@@ -858,9 +893,70 @@ mod tests {
         assert_eq!(listener.metrics.scale_failures.get(), 2);
 
         let scaler = RecordingScaler::default();
-        scaler.failures.lock().unwrap().push_back(true);
+        scaler.failures.lock().unwrap().extend([
+            FailureKind::Forbidden,
+            FailureKind::Forbidden,
+            FailureKind::NotFound,
+        ]);
+        let (result, listener, _) = run_script(4, vec![message(1, 5, vec![])], scaler).await;
+        result.unwrap();
+        assert_eq!(
+            *listener.scaler.calls.lock().unwrap(),
+            vec![(4, false), (4, false), (4, false), (4, false), (5, false)],
+            "the same count until the patch is allowed"
+        );
+        assert_eq!(listener.metrics.scale_failures.get(), 0);
+        assert_eq!(degraded(&listener, "set_forbidden"), 0);
+        assert_eq!(degraded(&listener, "set_not_found"), 0);
+        assert_eq!(*listener.source.credential_reloads.lock().unwrap(), 0);
+
+        let scaler = RecordingScaler::default();
+        scaler
+            .failures
+            .lock()
+            .unwrap()
+            .push_back(FailureKind::InvalidInput);
         let (result, _, _) = run_script(4, vec![], scaler).await;
         assert!(matches!(result, Err(ListenerError::Scale(_))));
+    }
+
+    #[test]
+    fn the_policy_waits_out_what_can_clear_and_exits_only_on_bad_configuration() {
+        use BlockedCall::{Scale, Session};
+        use DegradedReason::*;
+        let cases = [
+            (
+                FailureKind::CredentialsRejected,
+                Session,
+                LoopAction::WaitOut(CredentialsRejected),
+            ),
+            (
+                FailureKind::NotFound,
+                Session,
+                LoopAction::WaitOut(ScaleSetNotFound),
+            ),
+            (
+                FailureKind::Forbidden,
+                Scale,
+                LoopAction::WaitOut(SetForbidden),
+            ),
+            (
+                FailureKind::NotFound,
+                Scale,
+                LoopAction::WaitOut(SetNotFound),
+            ),
+            (FailureKind::Conflict, Session, LoopAction::Retry),
+            (
+                FailureKind::Rejected { status: None },
+                Session,
+                LoopAction::Retry,
+            ),
+            (FailureKind::InvalidInput, Session, LoopAction::Exit),
+            (FailureKind::InvalidInput, Scale, LoopAction::Exit),
+        ];
+        for (kind, call, action) in cases {
+            assert_eq!(loop_action(kind, call), action, "{kind:?} on {call:?}");
+        }
     }
 
     /// A scale that never finishes (a scaler deep in retries) must not hold up shutdown.

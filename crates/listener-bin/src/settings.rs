@@ -24,6 +24,9 @@ pub const OTEL_INSECURE_ENV: &str = "OTEL_EXPORTER_OTLP_INSECURE";
 /// (default 120 s), in whole seconds; for fault-injection suites and unusual networks.
 pub const LONG_POLL_TIMEOUT_ENV: &str = "GHALISTENER_LONG_POLL_TIMEOUT_SECS";
 pub const READINESS_STALE_AFTER_ENV: &str = "GHALISTENER_READINESS_STALE_AFTER_SECS";
+/// Cap of the wait between attempts while the listener waits out a condition someone must
+/// fix (rejected credentials, a missing scale set, RBAC), in whole seconds (default 300).
+pub const RECOVERY_MAX_BACKOFF_ENV: &str = "GHALISTENER_RECOVERY_MAX_BACKOFF_SECS";
 
 /// The metrics server, when `metrics_addr` is set.
 #[derive(Debug, Clone)]
@@ -44,6 +47,8 @@ pub struct Settings {
     pub client_options: ClientOptions,
     /// How long a poll with no message may go on before readiness turns false.
     pub stale_after: Duration,
+    /// Cap of the recovery backoff while degraded.
+    pub recovery_max_backoff: Duration,
     pub metrics: Option<MetricsSettings>,
     /// The span exporter, when an OTLP endpoint is configured.
     pub otel: Option<OtelSettings>,
@@ -74,6 +79,8 @@ impl Settings {
 
         let long_poll_timeout = env_secs(env, LONG_POLL_TIMEOUT_ENV)?;
         let stale_after = env_secs(env, READINESS_STALE_AFTER_ENV)?.unwrap_or(DEFAULT_STALE_AFTER);
+        let recovery_max_backoff = env_secs(env, RECOVERY_MAX_BACKOFF_ENV)?
+            .unwrap_or(retry::policies::RECOVERY_MAX_DEFAULT);
 
         // `metrics` is read only when the server runs, as before: with the server off, a
         // malformed `metrics` value is ignored rather than fatal.
@@ -134,6 +141,7 @@ impl Settings {
             credentials,
             client_options,
             stale_after,
+            recovery_max_backoff,
             metrics,
             otel,
         })

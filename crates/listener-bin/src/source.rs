@@ -16,12 +16,19 @@ pub enum SourceError {
     /// poll again.
     #[error("message session re-created")]
     SessionReplaced,
-    /// Creating the session at start failed for good; `hint` says what to check.
+    /// Creating a session failed in a way `hint` explains (a conflict, the scale set not
+    /// found).
     #[error("{source}; {hint}")]
     Open {
         source: github_client::Error,
         hint: String,
     },
+    /// A call came before the first session was open.
+    #[error("no message session is open")]
+    NoSession,
+    /// Reading the credentials again failed; the ones in use are kept.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
 }
 
 impl Classify for SourceError {
@@ -37,16 +44,28 @@ impl Classify for SourceError {
                 | FailureKind::Transient { .. }) => k,
                 _ => FailureKind::Transient { retry_after: None },
             },
-            SourceError::SessionReplaced => FailureKind::Transient { retry_after: None },
+            SourceError::SessionReplaced | SourceError::NoSession => {
+                FailureKind::Transient { retry_after: None }
+            }
             SourceError::Open { source, .. } => source.kind(),
+            SourceError::Credentials(_) => FailureKind::InvalidInput,
         }
     }
 }
 
 /// A message session on the scale set's queue.
 pub trait MessageSource: Send + Sync {
-    /// The statistics the session was created with.
-    fn initial_statistics(&self) -> Option<RunnerScaleSetStatistic>;
+    /// Make sure a session is open (opening one if none is) and return the statistics it
+    /// was created with. Called by the loop at start and again until it succeeds.
+    fn start(
+        &self,
+    ) -> impl Future<Output = Result<Option<RunnerScaleSetStatistic>, SourceError>> + Send;
+
+    /// Read the credentials again (GitHub rejected the ones in use). A source whose
+    /// credentials cannot change has nothing to do.
+    fn reload_credentials(&self) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Ok(()) }
+    }
 
     /// Long-poll for the next message; `Ok(None)` when the service had none. Must be
     /// cancel-safe: dropping the future is how shutdown interrupts the poll.

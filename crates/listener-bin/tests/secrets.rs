@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use simulator::actions::{Endpoint, Fault};
 use simulator::otlp_sink::OtlpSink;
 use simulator::support::{
-    ListenerProcess, environment_command, free_addr, http_get, listener_command,
+    ListenerProcess, environment_command, free_addr, http_get, listener_command, wait_until,
 };
 use simulator::workload::{
     DEMO_TOKEN, Environment, EnvironmentOptions, WorkloadOptions, run_workload, wait_for_replicas,
@@ -257,24 +257,31 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
     assert!(stopped.exit.is_some(), "exit");
     assert_eq!(stopped.code(), Some(0));
 
-    // Exit errors: a rejected PAT, and a bad config holding a PAT.
+    // A rejected PAT (waited out in place: degraded, then SIGTERM), and a bad config
+    // holding a PAT (exit 1).
     let rejected_pat = "ghp_rejectedButSecret0000000000000000000";
     let mut bad = env.listener_config();
     bad["configure_url"] = json!(format!("{}/demo-org", proxy.base));
     bad["github_token"] = json!(rejected_pat);
     let bad_path = dir.path().join("rejected.json");
     std::fs::write(&bad_path, bad.to_string()).unwrap();
-    let rejected = tokio::time::timeout(
-        Duration::from_secs(60),
-        listener_command(LISTENER)
-            .env("LISTENER_CONFIG_PATH", &bad_path)
-            .env("KUBECONFIG", &env.kubeconfig_path)
-            .output(),
-    )
-    .await
-    .expect("rejected PAT: exit")
-    .expect("run");
-    assert_eq!(rejected.status.code(), Some(1));
+    let mut rejected_command = listener_command(LISTENER);
+    rejected_command
+        .env("LISTENER_CONFIG_PATH", &bad_path)
+        .env("KUBECONFIG", &env.kubeconfig_path);
+    let mut rejected =
+        ListenerProcess::start(rejected_command, &dir.path().join("rejected.log"), None)
+            .expect("spawn");
+    let degraded = wait_until(Duration::from_secs(60), || {
+        rejected.output().contains("listener degraded")
+    })
+    .await;
+    assert!(degraded, "not degraded: {}", rejected.output());
+    let stopped = rejected
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("sigterm");
+    assert_eq!(stopped.code(), Some(0), "{}", rejected.output());
     let mut invalid = bad.clone();
     invalid["max_runners"] = json!(-1);
     let invalid_path = dir.path().join("invalid.json");
@@ -327,10 +334,10 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
         stdout.contains("DEBUG") || stderr.contains("DEBUG"),
         "not at debug level"
     );
-    let rejected_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&rejected.stdout),
-        String::from_utf8_lossy(&rejected.stderr)
+    let rejected_text = rejected.output();
+    assert!(
+        rejected_text.contains("credentials_rejected"),
+        "{rejected_text}"
     );
     let invalid_text = format!(
         "{}{}",
@@ -346,7 +353,7 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
             ("/metrics", &metrics),
             ("/readyz", &ready),
             ("/healthz", &health),
-            ("rejected-PAT exit output", &rejected_text),
+            ("rejected-PAT output", &rejected_text),
             ("invalid-config exit output", &invalid_text),
             ("exported spans", &span_text),
         ],

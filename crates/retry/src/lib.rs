@@ -102,6 +102,19 @@ pub mod policies {
         Duration::from_secs(30),
         Duration::from_secs(30),
     );
+
+    /// Waiting out a condition that needs someone to act (credentials rejected, the scale
+    /// set or the EphemeralRunnerSet missing, RBAC denying the patch): from 1 s doubling to
+    /// the cap, so a day-long outage costs one attempt per cap. The cap is the listener's
+    /// `GHALISTENER_RECOVERY_MAX_BACKOFF_SECS` (default [`RECOVERY_MAX_DEFAULT`]).
+    pub const RECOVERY_INITIAL: Duration = Duration::from_secs(1);
+    /// Default cap of [`recovery`]'s wait.
+    pub const RECOVERY_MAX_DEFAULT: Duration = Duration::from_secs(300);
+
+    /// The recovery backoff with the given cap (no server hint applies).
+    pub const fn recovery(max: Duration) -> Backoff {
+        Backoff::new(RECOVERY_INITIAL, max, max)
+    }
 }
 
 /// What a failure means to whoever decides whether to try again.

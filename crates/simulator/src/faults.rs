@@ -18,7 +18,13 @@ pub enum Outcome {
     Status { code: u16, retry_after: Option<u64> },
     /// Close the connection without answering.
     DropConnection,
+    /// Answer 200 with a JSON body cut off part-way (empty when the cut is at 0), as a
+    /// proxy or load balancer that drops the connection mid-body does (ARC 4285's "EOF").
+    TruncatedBody,
 }
+
+/// The body a [`Outcome::TruncatedBody`] answers with: the start of a JSON object.
+pub(crate) const TRUNCATED_BODY: &str = "{\"messageId\": 1, \"messageType\": \"RunnerScaleSetJob";
 
 /// One firing of a fault: wait `delay` (if any), then apply `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

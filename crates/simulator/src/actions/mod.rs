@@ -184,6 +184,8 @@ pub struct Fault {
     pub retry_after: Option<u64>,
     pub delay: Option<Duration>,
     pub drop_connection: bool,
+    /// Answer 200 with a truncated JSON body (see [`Fault::truncated_body`]).
+    pub truncated_body: bool,
     /// Counts down once per matching request; the default is 1.
     pub times: usize,
 }
@@ -195,6 +197,7 @@ impl Default for Fault {
             retry_after: None,
             delay: None,
             drop_connection: false,
+            truncated_body: false,
             times: 1,
         }
     }
@@ -205,6 +208,8 @@ impl Fault {
     pub(crate) fn effect(&self) -> Effect {
         let outcome = if self.drop_connection {
             Outcome::DropConnection
+        } else if self.truncated_body {
+            Outcome::TruncatedBody
         } else if self.status.is_some() || self.retry_after.is_some() {
             Outcome::Status {
                 code: self.status.unwrap_or(429),
@@ -232,6 +237,16 @@ impl Fault {
     pub fn drop_connection(times: usize) -> Fault {
         Fault {
             drop_connection: true,
+            times,
+            ..Fault::default()
+        }
+    }
+
+    /// Answer the next `times` requests 200 with a JSON body cut off part-way, as a proxy
+    /// dropping the connection mid-body does.
+    pub fn truncated_body(times: usize) -> Fault {
+        Fault {
+            truncated_body: true,
             times,
             ..Fault::default()
         }
@@ -456,6 +471,24 @@ impl FakeActions {
     /// Add this delay to every request (0 removes it).
     pub fn set_latency(&self, latency: Duration) {
         self.inner.state().faults.latency = latency;
+    }
+
+    /// GitHub REST accepts `token` as the PAT from now on and rejects every other one with
+    /// 401 `Bad credentials` (a rotated or revoked PAT). Outstanding admin tokens stay valid
+    /// until they expire, as on GitHub.
+    pub fn set_accepted_pat(&self, token: &str) {
+        self.inner.state().accepted_pat = Some(token.to_owned());
+    }
+
+    /// Register (`true`) or delete (`false`) the scale set. Deleted, the service answers
+    /// 404 `RunnerScaleSetNotFoundException` to its calls and its session is gone, as when
+    /// a scale set is removed or re-registered under a new id.
+    pub fn set_scale_set_registered(&self, registered: bool) {
+        let mut state = self.inner.state();
+        state.scale_set_registered = registered;
+        if !registered {
+            state.session = None;
+        }
     }
 
     /// Outstanding admin tokens are now rejected with 401.

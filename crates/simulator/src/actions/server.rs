@@ -120,6 +120,15 @@ async fn handle(
                     log.set(0, Some(endpoint));
                     return Err(DropConnection);
                 }
+                Outcome::TruncatedBody => {
+                    let mut response = Response::new(Body::from(crate::faults::TRUNCATED_BODY));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    log.set(200, Some(endpoint));
+                    return Ok(response);
+                }
                 Outcome::Status { code, retry_after } => {
                     let status =
                         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

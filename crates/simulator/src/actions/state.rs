@@ -72,6 +72,11 @@ pub(crate) struct Session {
 
 pub(crate) struct State {
     scale_set_id: i64,
+    /// `false` after [`crate::actions::FakeActions::set_scale_set_registered`]`(false)`: the
+    /// service answers 404 `RunnerScaleSetNotFoundException` for the scale set.
+    pub(crate) scale_set_registered: bool,
+    /// The PAT GitHub REST accepts now (`FakeAuth::Pat`; replaced to model a rotation).
+    pub(crate) accepted_pat: Option<String>,
     scale_set_name: String,
     max_jobs_per_message: usize,
     queue_token_ttl: Duration,
@@ -122,6 +127,11 @@ impl State {
     ) -> anyhow::Result<State> {
         Ok(State {
             scale_set_id: config.scale_set_id,
+            scale_set_registered: true,
+            accepted_pat: match &config.auth {
+                crate::actions::FakeAuth::Pat { token } => Some(token.clone()),
+                crate::actions::FakeAuth::App { .. } => None,
+            },
             scale_set_name: config.scale_set_name.clone(),
             max_jobs_per_message: config.max_jobs_per_message,
             queue_token_ttl: config.queue_token_ttl,

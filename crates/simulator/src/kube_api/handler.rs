@@ -69,6 +69,15 @@ pub(super) async fn handle(
             return Err(DropConnection);
         }
         Outcome::Status { code, .. } => injected_status(code),
+        Outcome::TruncatedBody => Some(
+            Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from_static(
+                    crate::faults::TRUNCATED_BODY.as_bytes(),
+                )))
+                .unwrap_or_default(),
+        ),
         Outcome::Proceed => None,
     };
     let response = match response {

@@ -56,7 +56,7 @@ impl Call<'_> {
             return rest_error(StatusCode::UNAUTHORIZED, "Requires authentication");
         };
         let valid = match &self.inner.config.auth {
-            FakeAuth::Pat { token } => presented == token,
+            FakeAuth::Pat { .. } => self.inner.state().accepted_pat.as_deref() == Some(presented),
             FakeAuth::App { .. } => self.inner.state().installation_token_valid(presented),
         };
         if !valid {

@@ -44,7 +44,12 @@ impl Call<'_> {
                 "The access token is expired or unknown"
             }));
         }
-        if scale_set.parse::<i64>().ok() != Some(self.inner.state().scale_set_id()) {
+        let known = {
+            let state = self.inner.state();
+            state.scale_set_registered
+                && scale_set.parse::<i64>().ok() == Some(state.scale_set_id())
+        };
+        if !known {
             return Some(actions_error(
                 StatusCode::NOT_FOUND,
                 "RunnerScaleSetNotFoundException",
