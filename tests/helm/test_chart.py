@@ -264,14 +264,15 @@ def test_no_otel_endpoint_means_no_otel_env(chart: helm.Chart) -> None:
     }
 
 
-def test_probes_use_readyz_on_the_metrics_port_when_enabled(chart: helm.Chart) -> None:
+def test_probes_use_readyz_for_readiness_and_healthz_for_liveness_when_enabled(chart: helm.Chart) -> None:
     off = listener_container(one(render(chart, load_values("pat.yaml")), "AutoscalingRunnerSet"))
     assert "readinessProbe" not in off and "livenessProbe" not in off
     values = deep_merge(load_values("existing-secret.yaml"), {"listener": {"probes": {"enabled": True}}})
     ars = one(render(chart, values), "AutoscalingRunnerSet")
     container = listener_container(ars)
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/readyz", "port": 9102}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9102}
+    # A degraded listener is not ready but alive: liveness must not restart it.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9102}
     assert container["livenessProbe"]["failureThreshold"] == 4
     validate_pod_template(ars["spec"]["listenerTemplate"], "listenerTemplate with probes")
 

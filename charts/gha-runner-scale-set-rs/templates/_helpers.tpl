@@ -183,7 +183,7 @@ readinessProbe:
   failureThreshold: {{ $l.probes.readiness.failureThreshold }}
 livenessProbe:
   httpGet:
-    path: /readyz
+    path: /healthz
     port: {{ .Values.metrics.port }}
   initialDelaySeconds: 30
   periodSeconds: {{ $l.probes.liveness.periodSeconds }}
