@@ -13,8 +13,9 @@ use crate::auth::{Auth, Credentials, expires_within};
 use crate::config_url::GitHubConfigUrl;
 use crate::error::{ApiError, Error, is_retryable_status, redact_url, truncate};
 use crate::net::{ProxyConfig, tls_config};
-use crate::retry::{ClientMetrics, RetryPolicy};
+use crate::retry::ClientMetrics;
 use crate::secret::SecretString;
+use ::retry::RetryPolicy;
 use ::retry::parse_retry_after;
 
 /// Query parameter the Actions service wants on every call.
@@ -64,7 +65,7 @@ impl Default for ClientOptions {
         Self {
             user_agent: default_user_agent(),
             root_ca_pem: None,
-            retry: RetryPolicy::default(),
+            retry: ::retry::policies::GITHUB_REQUEST_RETRIES,
             request_timeout: Duration::from_secs(60),
             long_poll_timeout: Duration::from_secs(70),
             session_conflict_timeout: Duration::from_secs(180),
@@ -292,7 +293,7 @@ impl ActionsClient {
     /// 401/403 when asked. Returns the last response whatever its status.
     pub(crate) async fn execute(&self, req: &Request) -> Result<Response, Error> {
         let policy = &self.inner.options.retry;
-        let backoff = policy.backoff();
+        let backoff = policy.backoff;
         let mut attempt: u32 = 0;
         loop {
             self.inner.metrics.inc_requests();
@@ -639,6 +640,12 @@ mod tests {
         let o = ClientOptions::default();
         assert!(o.user_agent.starts_with("gha-listener-rs/"));
         assert_eq!(o.retry.max_retries, 4);
+        assert_eq!(o.retry.backoff, ::retry::policies::GITHUB_REQUEST);
+        assert_eq!(
+            o.retry.backoff.delay(0, Some(Duration::from_secs(7200))),
+            Duration::from_secs(300),
+            "Retry-After honoured up to 300 s"
+        );
         assert!(o.long_poll_timeout > Duration::from_secs(50));
         assert_eq!(o.session_conflict_timeout, Duration::from_secs(180));
     }

@@ -16,7 +16,8 @@
 //! - `session`: [`MessageSession`]: create (waiting out a 409), poll, ack, acquire, close.
 //! - [`messages`]: typed queue messages.
 //! - `error`: [`Error`], classified by [`retry::Classify`].
-//! - `retry`: the client's retry settings ([`RetryPolicy`]) and counters ([`ClientMetrics`]).
+//! - `retry`: the client's retry counters ([`ClientMetrics`]); its settings are the shared
+//!   [`RetryPolicy`] (default [`::retry::policies::GITHUB_REQUEST_RETRIES`]).
 //! - `config_url`, `net`, `secret`: the config URL, TLS/proxy, secrets that never print.
 
 mod auth;
@@ -30,6 +31,7 @@ mod retry;
 mod secret;
 mod session;
 
+pub use ::retry::RetryPolicy;
 pub use auth::{Credentials, jwt_expiry};
 pub use client::{ActionsClient, ClientOptions, MAX_RESPONSE_BODY_BYTES, default_user_agent};
 pub use config_url::{ConfigUrlError, FORCE_GHES_ENV, GitHubConfigUrl, Scope, force_ghes_from_env};
@@ -39,6 +41,6 @@ pub use messages::{
     RunnerScaleSetMessage, RunnerScaleSetStatistic,
 };
 pub use net::{ProxyConfig, tls_config};
-pub use retry::{ClientMetrics, RetryPolicy};
+pub use retry::ClientMetrics;
 pub use secret::SecretString;
 pub use session::{HEADER_SCALE_SET_MAX_CAPACITY, MessageSession};

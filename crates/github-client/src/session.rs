@@ -144,7 +144,7 @@ impl ActionsClient {
                 .inner
                 .options
                 .retry
-                .backoff()
+                .backoff
                 .delay(attempt, None)
                 .max(::retry::policies::SESSION_CONFLICT_MIN_WAIT)
                 .min(deadline - now);

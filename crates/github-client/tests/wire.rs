@@ -136,8 +136,11 @@ fn options() -> ClientOptions {
     ClientOptions {
         retry: RetryPolicy {
             max_retries: 3,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(20),
+            backoff: retry::Backoff::new(
+                Duration::from_millis(5),
+                Duration::from_millis(20),
+                retry::policies::GITHUB_REQUEST.retry_after_cap,
+            ),
         },
         proxy: Some(ProxyConfig::default()),
         force_ghes: Some(false),

@@ -921,38 +921,20 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
     fn the_policy_waits_out_what_can_clear_and_exits_only_on_bad_configuration() {
         use BlockedCall::{Scale, Session};
         use DegradedReason::*;
+        use FailureKind as K;
         let cases = [
-            (
-                FailureKind::CredentialsRejected,
-                Session,
-                LoopAction::WaitOut(CredentialsRejected),
-            ),
-            (
-                FailureKind::NotFound,
-                Session,
-                LoopAction::WaitOut(ScaleSetNotFound),
-            ),
-            (
-                FailureKind::Forbidden,
-                Scale,
-                LoopAction::WaitOut(SetForbidden),
-            ),
-            (
-                FailureKind::NotFound,
-                Scale,
-                LoopAction::WaitOut(SetNotFound),
-            ),
-            (FailureKind::Conflict, Session, LoopAction::Retry),
-            (
-                FailureKind::Rejected { status: None },
-                Session,
-                LoopAction::Retry,
-            ),
-            (FailureKind::InvalidInput, Session, LoopAction::Exit),
-            (FailureKind::InvalidInput, Scale, LoopAction::Exit),
+            (K::CredentialsRejected, Session, LoopAction::WaitOut(CredentialsRejected)),
+            (K::NotFound, Session, LoopAction::WaitOut(ScaleSetNotFound)),
+            (K::Forbidden, Scale, LoopAction::WaitOut(SetForbidden)),
+            (K::NotFound, Scale, LoopAction::WaitOut(SetNotFound)),
+            (K::Conflict, Session, LoopAction::Retry),
+            (K::Rejected { status: None }, Session, LoopAction::Retry),
+            (K::InvalidInput, Session, LoopAction::Exit),
+            (K::InvalidInput, Scale, LoopAction::Exit),
         ];
         for (kind, call, action) in cases {
             assert_eq!(loop_action(kind, call), action, "{kind:?} on {call:?}");

@@ -144,6 +144,24 @@ impl Healing {
         took
     }
 
+    /// The whole spell: degraded by `reason`, held (attempts counted by `counts`), fixed by
+    /// `fix`, recovered; the figures are reported under the reason's name.
+    async fn wait_out(
+        &mut self,
+        reason: &str,
+        counts: impl Fn(&Environment) -> usize,
+        fix: impl FnOnce(&Environment),
+    ) {
+        self.wait_degraded(reason).await;
+        let attempts = self.hold(reason, counts).await;
+        fix(&self.env);
+        let took = self.assert_recovered(reason).await;
+        report(
+            reason,
+            json!({"attempts_in_10s": attempts, "ready_after_fix_s": took.as_secs_f64()}),
+        );
+    }
+
     async fn wait_replicas(&self, replicas: i64) {
         self.eventually(&format!("replicas {replicas}"), || async {
             self.env.replicas().0 == replicas
@@ -181,41 +199,33 @@ fn report(name: &str, figures: serde_json::Value) {
     println!("FIGURES heal_{name} {figures}");
 }
 
+/// The PAT GitHub accepts after the rotation.
+const ROTATED_PAT: &str = "ghp_rotatedDemoToken000000000000000000";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_github_token_heals_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let env = environment(dir.path()).await;
-    let mut healing = Healing::spawn(env);
+    let mut healing = Healing::spawn(environment(dir.path()).await);
     healing
         .eventually("started", || async { healing.ready().await })
         .await;
-
     // GitHub now accepts only a rotated token; the tokens issued so far are gone, so the
     // next poll needs a registration token the old PAT cannot get.
-    healing
-        .env
-        .actions
-        .set_accepted_pat("ghp_rotatedDemoToken000000000000000000");
+    healing.env.actions.set_accepted_pat(ROTATED_PAT);
     healing.env.actions.expire_admin_tokens();
     healing.env.actions.expire_queue_tokens();
-    healing.wait_degraded("credentials_rejected").await;
-    let attempts = healing
-        .hold("credentials_rejected", |env| {
-            endpoint_count(env, Endpoint::RegistrationToken)
-        })
-        .await;
-
+    let registrations = |env: &Environment| endpoint_count(env, Endpoint::RegistrationToken);
     // The controller rewrites the config secret; the kubelet updates the file in place.
-    let mut config = healing.env.listener_config();
-    config["github_token"] = json!("ghp_rotatedDemoToken000000000000000000");
-    healing.env.write_config(&config).unwrap();
-    let took = healing.assert_recovered("credentials_rejected").await;
+    let rotate = |env: &Environment| {
+        let mut config = env.listener_config();
+        config["github_token"] = json!(ROTATED_PAT);
+        env.write_config(&config).unwrap();
+    };
+    healing
+        .wait_out("credentials_rejected", registrations, rotate)
+        .await;
     healing.env.actions.queue_jobs(2);
     healing.wait_replicas(2).await;
-    report(
-        "credentials_rejected",
-        json!({"attempts_in_10s": attempts, "ready_after_fix_s": took.as_secs_f64()}),
-    );
     healing.stop().await;
 }
 
@@ -226,22 +236,17 @@ async fn an_unknown_scale_set_at_start_is_waited_out_until_it_is_registered() {
     env.actions.set_scale_set_registered(false);
     env.actions.queue_jobs(3);
     let mut healing = Healing::spawn(env);
-    healing.wait_degraded("scale_set_not_found").await;
-    let attempts = healing
-        .hold("scale_set_not_found", |env| {
-            endpoint_count(env, Endpoint::CreateSession)
+    let sessions = |env: &Environment| {
+        assert_eq!(env.actions.stats().sessions_created, 0);
+        endpoint_count(env, Endpoint::CreateSession)
+    };
+    healing
+        .wait_out("scale_set_not_found", sessions, |env| {
+            env.actions.set_scale_set_registered(true)
         })
         .await;
-    assert_eq!(healing.env.actions.stats().sessions_created, 0);
-
-    healing.env.actions.set_scale_set_registered(true);
-    let took = healing.assert_recovered("scale_set_not_found").await;
     assert_eq!(healing.env.actions.stats().sessions_created, 1);
     healing.wait_replicas(3).await;
-    report(
-        "scale_set_not_found",
-        json!({"attempts_in_10s": attempts, "ready_after_fix_s": took.as_secs_f64()}),
-    );
     healing.stop().await;
 }
 
@@ -252,55 +257,44 @@ async fn a_forbidden_set_is_waited_out_and_patched_once_the_role_allows_it() {
     env.kube.allowed_set_name(Some("some-other-set"));
     env.actions.queue_jobs(2);
     let mut healing = Healing::spawn(env);
-    healing.wait_degraded("set_forbidden").await;
-    let attempts = healing
-        .hold("set_forbidden", |env| set_patches(env, SET_NAME))
+    healing
+        .wait_out(
+            "set_forbidden",
+            |env| set_patches(env, SET_NAME),
+            |env| env.kube.allowed_set_name(Some(SET_NAME)),
+        )
         .await;
-
-    healing.env.kube.allowed_set_name(Some(SET_NAME));
-    let took = healing.assert_recovered("set_forbidden").await;
     healing.wait_replicas(2).await;
-    report(
-        "set_forbidden",
-        json!({"patches_in_10s": attempts, "ready_after_fix_s": took.as_secs_f64()}),
-    );
     healing.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_set_is_waited_out_until_it_exists() {
+    const LATE_SET: &str = "late-set";
     let dir = tempfile::tempdir().unwrap();
     let env = environment(dir.path()).await;
     let mut config = env.listener_config();
-    config["ephemeral_runner_set_name"] = json!("late-set");
+    config["ephemeral_runner_set_name"] = json!(LATE_SET);
     env.write_config(&config).unwrap();
     env.kube.allowed_set_name(None);
     env.actions.queue_jobs(1);
     let mut healing = Healing::spawn(env);
-    healing.wait_degraded("set_not_found").await;
-    let attempts = healing
-        .hold("set_not_found", |env| set_patches(env, "late-set"))
+    healing
+        .wait_out(
+            "set_not_found",
+            |env| set_patches(env, LATE_SET),
+            |env| env.kube.put_ephemeral_runner_set(NAMESPACE, LATE_SET, 0),
+        )
         .await;
-
     healing
-        .env
-        .kube
-        .put_ephemeral_runner_set(NAMESPACE, "late-set", 0);
-    let took = healing.assert_recovered("set_not_found").await;
-    healing
-        .eventually("late-set scaled", || async {
-            healing
+        .eventually("late set scaled", || async {
+            let set = healing
                 .env
                 .kube
-                .get_ephemeral_runner_set(NAMESPACE, "late-set")
-                .and_then(|set| set["spec"]["replicas"].as_i64())
-                == Some(1)
+                .get_ephemeral_runner_set(NAMESPACE, LATE_SET);
+            set.and_then(|set| set["spec"]["replicas"].as_i64()) == Some(1)
         })
         .await;
-    report(
-        "set_not_found",
-        json!({"patches_in_10s": attempts, "ready_after_fix_s": took.as_secs_f64()}),
-    );
     healing.stop().await;
 }
 

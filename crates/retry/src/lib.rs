@@ -58,11 +58,20 @@ impl Backoff {
     }
 }
 
+/// How one request is retried: up to `max_retries` attempts after the first, waiting by
+/// `backoff` between them. The workspace's two ([`policies::GITHUB_REQUEST_RETRIES`],
+/// [`policies::KUBE_REQUEST_RETRIES`]) sit side by side in [`policies`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub backoff: Backoff,
+}
+
 /// Every backoff of the workspace. Retry counts sit next to the waits they bound.
 pub mod policies {
     use std::time::Duration;
 
-    use super::Backoff;
+    use super::{Backoff, RetryPolicy};
 
     /// One GitHub / Actions service HTTP request: transport errors, timeouts, 408, 429 and
     /// 5xx except 501 (and runner-registration 401/403). The Go listener's retryablehttp
@@ -74,6 +83,11 @@ pub mod policies {
     );
     /// Retries of one GitHub request after the first attempt.
     pub const GITHUB_REQUEST_MAX_RETRIES: u32 = 4;
+    /// The GitHub client's default: [`GITHUB_REQUEST`], [`GITHUB_REQUEST_MAX_RETRIES`].
+    pub const GITHUB_REQUEST_RETRIES: RetryPolicy = RetryPolicy {
+        max_retries: GITHUB_REQUEST_MAX_RETRIES,
+        backoff: GITHUB_REQUEST,
+    };
 
     /// Session creation answered 409 (a previous session still alive): the same waits as a
     /// request ([`GITHUB_REQUEST`], or the client's configured request backoff), never
@@ -92,6 +106,11 @@ pub mod policies {
     );
     /// Retries of one Kubernetes patch after the first attempt.
     pub const KUBE_REQUEST_MAX_RETRIES: u32 = 5;
+    /// The scaler's default: [`KUBE_REQUEST`], [`KUBE_REQUEST_MAX_RETRIES`].
+    pub const KUBE_REQUEST_RETRIES: RetryPolicy = RetryPolicy {
+        max_retries: KUBE_REQUEST_MAX_RETRIES,
+        backoff: KUBE_REQUEST,
+    };
     /// Deadline of one Kubernetes request, after which it counts as a transient failure.
     pub const KUBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -8,7 +8,9 @@
 //! - `state`: [`DesiredCountState`], the Go listener's target and `patchID` arithmetic.
 //! - `resources`: the ARC custom resources and the merge patches sent.
 //! - `error`: [`ScalerError`], classified by [`retry::Classify`].
-//! - `retry`: the scaler's retry settings ([`RetryPolicy`]).
+//!
+//! Retry settings are the shared [`RetryPolicy`] (default
+//! [`::retry::policies::KUBE_REQUEST_RETRIES`]) in [`ScalerConfig`].
 
 use std::future::Future;
 
@@ -41,18 +43,17 @@ pub trait Scaler: Send + Sync {
 
 mod error;
 mod resources;
-mod retry;
 mod scaler;
 mod state;
 
 #[cfg(test)]
 mod go_listener_cases;
 
+pub use ::retry::RetryPolicy;
 pub use error::ScalerError;
 pub use resources::{
     EphemeralRunner, EphemeralRunnerJobStatus, EphemeralRunnerSet, EphemeralRunnerSetSpec,
     RunnerStatusPatch, ScalePatch, ScalePatchSpec,
 };
-pub use retry::RetryPolicy;
 pub use scaler::{EphemeralRunnerSetScaler, ScalerConfig};
 pub use state::{DesiredCountState, ScaleDecision};

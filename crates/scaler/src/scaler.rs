@@ -11,9 +11,9 @@ use kube::api::{Patch, PatchParams};
 
 use crate::error::ScalerError;
 use crate::resources::{EphemeralRunner, EphemeralRunnerSet, RunnerStatusPatch, ScalePatch};
-use crate::retry::RetryPolicy;
 use crate::state::DesiredCountState;
 use crate::{RunnerJobStatus, Scaler};
+use retry::RetryPolicy;
 
 /// Which set to scale, its bounds, and how hard to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,11 @@ pub struct ScalerConfig {
     pub max_runners: i32,
     /// Runner-status patches in flight at once for one batch of started jobs.
     pub runner_patch_concurrency: usize,
+    /// Transient failures (connection errors, timeouts, 408, 409, 429, 5xx) are retried by
+    /// this; a server's `retryAfterSeconds` is honoured up to its backoff's cap.
     pub retry: RetryPolicy,
+    /// Deadline of one request, after which it counts as a transient failure.
+    pub request_timeout: std::time::Duration,
 }
 
 impl ScalerConfig {
@@ -44,7 +48,8 @@ impl ScalerConfig {
             min_runners,
             max_runners,
             runner_patch_concurrency: Self::DEFAULT_RUNNER_PATCH_CONCURRENCY,
-            retry: RetryPolicy::default(),
+            retry: retry::policies::KUBE_REQUEST_RETRIES,
+            request_timeout: retry::policies::KUBE_REQUEST_TIMEOUT,
         }
     }
 }
@@ -191,14 +196,15 @@ impl EphemeralRunnerSetScaler {
         Fut: Future<Output = Result<T, kube::Error>>,
     {
         let policy = &self.config.retry;
-        let backoff = policy.backoff();
+        let backoff = policy.backoff;
+        let request_timeout = self.config.request_timeout;
         let mut retry = 0u32;
         loop {
-            let attempt = match tokio::time::timeout(policy.request_timeout, op()).await {
+            let attempt = match tokio::time::timeout(request_timeout, op()).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => classify(error),
                 Err(_) => Attempt::Transient {
-                    message: format!("no response within {:?}", policy.request_timeout),
+                    message: format!("no response within {request_timeout:?}"),
                     retry_after: None,
                 },
             };

@@ -44,9 +44,15 @@ async fn client_for(fake: &FakeKubeApi) -> kube::Client {
     kube::Client::try_from(kube_config(&fake.kubeconfig_yaml()).await).unwrap()
 }
 
+/// Small delays: 3 retries from 5 ms capped at 20 ms, 10 s per request.
 fn config(name: &str, min: i32, max: i32) -> ScalerConfig {
+    let fast = Duration::from_millis(20);
     ScalerConfig {
-        retry: RetryPolicy::fast(),
+        retry: RetryPolicy {
+            max_retries: 3,
+            backoff: retry::Backoff::new(Duration::from_millis(5), fast, fast),
+        },
+        request_timeout: Duration::from_secs(10),
         ..ScalerConfig::new(NS, name, min, max)
     }
 }
@@ -296,7 +302,7 @@ async fn timeouts_are_retried() {
     let fake = fake().await;
     fake.put_ephemeral_runner_set(NS, SET, 0);
     let mut config = config(SET, 0, 10);
-    config.retry.request_timeout = Duration::from_millis(300);
+    config.request_timeout = Duration::from_millis(300);
     let scaler = EphemeralRunnerSetScaler::new(client_for(&fake).await, config);
     fake.inject_fault(
         Fault::patch(
