@@ -61,6 +61,33 @@ impl ActionsClient {
 
     // ---- GitHub REST ----------------------------------------------------------------
 
+    /// POST to a GitHub REST token endpoint with `bearer` and read the token it issues;
+    /// `what` names it in the log and in errors.
+    async fn post_for_token(
+        &self,
+        path: &str,
+        bearer: &SecretString,
+        content_type: &str,
+        what: &str,
+    ) -> Result<TokenResponse, Error> {
+        let req = self.rest_request(
+            path,
+            SecretString::new(format!("Bearer {}", bearer.expose_secret())),
+            None,
+            content_type,
+        )?;
+        tracing::info!(url = %redact_url(&req.url), token = what, "fetching a GitHub token");
+        let resp = self.execute(&req).await?;
+        if !resp.is_success() {
+            return Err(rest_error(resp.api_error(&req)));
+        }
+        let token: TokenResponse = resp.json(&req)?;
+        if token.token.is_empty() {
+            return Err(invalid(&req, &format!("{what} response has no token")));
+        }
+        Ok(token)
+    }
+
     /// An installation token for the App, cached until less than 60 s remain.
     pub(crate) async fn installation_token(&self) -> Result<SecretString, Error> {
         let auth = self.inner.auth();
@@ -81,21 +108,14 @@ impl ActionsClient {
             return Ok(c.token.clone());
         }
         let jwt = app_jwt(app_id, key, SystemTime::now())?;
-        let req = self.rest_request(
-            &format!("/app/installations/{installation_id}/access_tokens"),
-            SecretString::new(format!("Bearer {}", jwt.expose_secret())),
-            None,
-            "application/vnd.github+json",
-        )?;
-        tracing::info!(url = %redact_url(&req.url), "fetching a GitHub App installation token");
-        let resp = self.execute(&req).await?;
-        if !resp.is_success() {
-            return Err(rest_error(resp.api_error(&req)));
-        }
-        let token: TokenResponse = resp.json(&req)?;
-        if token.token.is_empty() {
-            return Err(invalid(&req, "installation token response has no token"));
-        }
+        let token = self
+            .post_for_token(
+                &format!("/app/installations/{installation_id}/access_tokens"),
+                &jwt,
+                "application/vnd.github+json",
+                "installation token",
+            )
+            .await?;
         let expires_at = token
             .expires_at
             .as_deref()
@@ -118,26 +138,21 @@ impl ActionsClient {
             Auth::Token(pat) => pat.clone(),
             Auth::App { .. } => self.installation_token().await?,
         };
-        let req = self.rest_request(
-            &self.inner.config.registration_token_path(),
-            SecretString::new(format!("Bearer {}", bearer.expose_secret())),
-            None,
-            "application/vnd.github.v3+json",
-        )?;
-        tracing::info!(url = %redact_url(&req.url), "fetching a runner registration token");
-        let resp = self.execute(&req).await?;
-        if !resp.is_success() {
-            if matches!(resp.status, 401 | 403) && matches!(*auth, Auth::App { .. }) {
-                // The installation token may have been revoked: fetch a new one next time.
-                *self.inner.installation.lock().await = None;
-            }
-            return Err(rest_error(resp.api_error(&req)));
+        let token = self
+            .post_for_token(
+                &self.inner.config.registration_token_path(),
+                &bearer,
+                "application/vnd.github.v3+json",
+                "runner registration token",
+            )
+            .await;
+        if let (Err(e), Auth::App { .. }) = (&token, &*auth)
+            && matches!(e, Error::CredentialsRejected(_))
+        {
+            // The installation token may have been revoked: fetch a new one next time.
+            *self.inner.installation.lock().await = None;
         }
-        let token: TokenResponse = resp.json(&req)?;
-        if token.token.is_empty() {
-            return Err(invalid(&req, "registration token response has no token"));
-        }
-        Ok(token.token)
+        Ok(token?.token)
     }
 
     pub(crate) async fn fetch_admin_connection(&self) -> Result<AdminConnection, Error> {
