@@ -87,7 +87,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
         &settings(IdScheme::OtelExplorer),
         &registry,
     );
-    let spans = r.spans.job_spans(&completed("failed"));
+    let spans = r.spans.job_spans(&completed("failed"), 1);
     assert_eq!(
         spans.iter().map(|s| s.name.as_ref()).collect::<Vec<_>>(),
         [SPAN_QUEUE, SPAN_STARTUP, SPAN_EXECUTION]
@@ -183,7 +183,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
     assert_eq!(spans[0].status, Status::Unset);
     assert!(attr(&spans[0], "github.conclusion").is_none());
 
-    let ok = r.spans.job_spans(&completed("succeeded"));
+    let ok = r.spans.job_spans(&completed("succeeded"), 1);
     assert_eq!(ok[2].status, Status::Unset);
     assert_eq!(
         attr(&ok[2], "cicd.pipeline.task.run.result"),
@@ -202,7 +202,7 @@ async fn spans_are_skipped_when_a_time_is_missing() {
     );
     let names = |job: &JobCompleted| -> Vec<String> {
         r.spans
-            .job_spans(job)
+            .job_spans(job, 1)
             .iter()
             .map(|s| s.name.to_string())
             .collect()
@@ -221,7 +221,7 @@ async fn spans_are_skipped_when_a_time_is_missing() {
     assert_eq!(names(&job), [SPAN_EXECUTION]);
     assert!(names(&JobCompleted::default()).is_empty());
     // Cancelled executions are not errors.
-    let spans = r.spans.job_spans(&completed("canceled"));
+    let spans = r.spans.job_spans(&completed("canceled"), 1);
     assert_eq!(spans[2].status, Status::Unset);
     assert_eq!(
         attr(&spans[2], "cicd.pipeline.task.run.result"),
