@@ -38,8 +38,9 @@ pub use metrics::{
 };
 pub use server::{MetricsServer, Readiness};
 pub use spans::{
-    IdScheme, JobSpanIds, JobTraceIds, OtelSettings, RUN_ATTEMPT_WAIT, RunAttemptLookup, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder,
-    UNKNOWN_ATTEMPT, job_span_ids, map_job_result, run_trace_id,
+    IdScheme, JobSpanIds, JobTraceIds, OtelSettings, RUN_ATTEMPT_WAIT, RunAttemptLookup,
+    SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder, UNKNOWN_ATTEMPT, job_span_ids,
+    map_job_result, run_trace_id,
 };
 
 /// The Go listener's metrics-recorder hooks.

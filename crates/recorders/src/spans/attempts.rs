@@ -183,9 +183,7 @@ impl RunAttempts {
         self.runtime.spawn(async move {
             let answer = answer.await;
             if !answer.cached {
-                lookups
-                    .with_label_values(&[answer.outcome.as_str()])
-                    .inc();
+                lookups.with_label_values(&[answer.outcome.as_str()]).inc();
             }
             let attempt = answer.outcome.attempt();
             trace_ids.record(run_id, attempt);

@@ -361,8 +361,7 @@ impl<E: SpanExporter> Batcher<E> {
             }
         }
         let _ = end_waiting.send(true);
-        while let Ok(Some((job, attempt))) =
-            tokio::time::timeout_at(deadline, waiting.next()).await
+        while let Ok(Some((job, attempt))) = tokio::time::timeout_at(deadline, waiting.next()).await
         {
             self.add_job(&mut batch, &job, attempt);
         }

@@ -177,7 +177,12 @@ mod tests {
                 "{name}"
             );
         }
-        let ids = job_span_ids(IdScheme::OtelExplorer, &job(12345, "abc", ""), 1, SPAN_QUEUE);
+        let ids = job_span_ids(
+            IdScheme::OtelExplorer,
+            &job(12345, "abc", ""),
+            1,
+            SPAN_QUEUE,
+        );
         assert_eq!(ids.parent_span_id.to_string(), "900150983cd24fb0");
         let ids = job_span_ids(
             IdScheme::OtelExplorer,
@@ -219,15 +224,24 @@ mod tests {
     fn the_attempt_is_in_both_schemes() {
         let j = job(12345, "67890", "build (ubuntu)");
         let md5 = job_span_ids(IdScheme::OtelExplorer, &j, 3, SPAN_QUEUE);
-        assert_eq!(md5.trace_id.to_string(), hex_of(&Md5::digest(b"12345-3")[..16]));
+        assert_eq!(
+            md5.trace_id.to_string(),
+            hex_of(&Md5::digest(b"12345-3")[..16])
+        );
         assert_eq!(md5.parent_span_id.to_string(), "0000000000010932");
         let sha = job_span_ids(IdScheme::RunnerContract, &j, 3, SPAN_QUEUE);
-        assert_eq!(sha.trace_id.to_string(), hex_of(&Sha256::digest(b"12345-3")[..16]));
+        assert_eq!(
+            sha.trace_id.to_string(),
+            hex_of(&Sha256::digest(b"12345-3")[..16])
+        );
         assert_eq!(
             sha.parent_span_id.to_string(),
             hex_of(&Sha256::digest(b"job-12345-3-build (ubuntu)")[..8])
         );
-        assert_eq!(run_trace_id(IdScheme::RunnerContract, 12345, 3), sha.trace_id);
+        assert_eq!(
+            run_trace_id(IdScheme::RunnerContract, 12345, 3),
+            sha.trace_id
+        );
         assert_ne!(
             job_span_ids(IdScheme::RunnerContract, &j, 1, SPAN_QUEUE).trace_id,
             sha.trace_id
