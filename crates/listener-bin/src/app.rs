@@ -107,6 +107,7 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
     let health = Health::new(readiness, settings.stale_after);
     let result = run_session(
         &settings,
+        spans.as_deref(),
         recorder,
         loop_metrics,
         &retry_counters,
@@ -133,6 +134,7 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
 
 async fn run_session(
     settings: &Settings,
+    spans: Option<&SpanRecorder>,
     recorder: Arc<dyn Recorder>,
     loop_metrics: LoopMetrics,
     retry_counters: &RetryCounters,
@@ -157,6 +159,10 @@ async fn run_session(
         settings.client_options.clone(),
     )
     .map_err(|e| anyhow!("GitHub client: {e}"))?;
+    if let Some(spans) = spans.filter(|_| settings.resolve_run_attempt) {
+        let resolver = github_client::RunAttemptResolver::new(client.clone());
+        spans.set_run_attempt_lookup(Arc::new(crate::run_attempts::GitHubRunAttempts(resolver)));
+    }
 
     let scaler_config = ScalerConfig {
         // A message carries at most 50 jobs: all of its runner patches go out in one

@@ -10,6 +10,7 @@
 //!   [`scaler::Scaler`] and a [`recorders::Recorder`], so each is testable alone;
 //! - [`source`], [`actions_source`]: the loop's view of the Actions service, and its real one;
 //! - [`health`]: readiness (`/readyz`), set by the loop;
+//! - [`run_attempts`]: the span recorder's run-attempt lookups, over the GitHub client;
 //! - [`retry_metrics`]: the client's and the scaler's retry totals, read at scrape time;
 //! - [`shutdown`]: the shutdown request and the one budget of the steps after it;
 //! - [`startup`]: the config from `LISTENER_CONFIG_PATH` and logging, before the runtime;
@@ -23,6 +24,7 @@ pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod retry_metrics;
+pub mod run_attempts;
 pub mod settings;
 pub mod shutdown;
 pub mod source;
