@@ -66,6 +66,7 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
         RetryCounters::register(&registry).context("registering listener metrics")?;
     let readiness = Readiness::new();
     let mut composite = CompositeRecorder::default();
+    let mut exemplars = None;
 
     let metrics_server = match &settings.metrics {
         None => None,
@@ -76,12 +77,14 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
                 &registry,
             )
             .map_err(|e| anyhow!("config key `metrics`: {e}"))?;
+            exemplars = Some(prometheus.exemplars());
             composite.push(Arc::new(prometheus));
-            let server = MetricsServer::start(
+            let server = MetricsServer::start_with_exemplars(
                 &metrics.addr,
                 &metrics.endpoint,
                 registry.clone(),
                 readiness.clone(),
+                exemplars.clone().unwrap_or_default(),
             )
             .await
             .map_err(|e| anyhow!("config key `metrics_addr`: {e}"))?;
@@ -96,6 +99,9 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
                     .map_err(|e| anyhow!("OpenTelemetry exporter: {e}"))?,
             );
             composite.push(recorder.clone());
+            if let Some(exemplars) = &exemplars {
+                exemplars.set_trace_ids(recorder.trace_ids());
+            }
             Some(recorder)
         }
         None => None,

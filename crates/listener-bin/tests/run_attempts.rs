@@ -3,13 +3,17 @@
 //! run, and a slow lookup does not hold up the message's work.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use simulator::actions::{Endpoint, FakeJob, Fault};
 use simulator::otlp_sink::{OtlpSink, ReceivedSpan};
-use simulator::support::{ListenerProcess, environment_command, free_addr, wait_until};
+use simulator::support::{ListenerProcess, environment_command, free_addr, http_get, wait_until};
 use simulator::workload::{Environment, EnvironmentOptions};
 
 const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
@@ -21,6 +25,28 @@ fn trace_id(scheme: &str, run: i64, attempt: u32) -> String {
         "runner-contract" => hex::encode(&Sha256::digest(key.as_bytes())[..16]),
         _ => hex::encode(Md5::digest(key.as_bytes())),
     }
+}
+
+/// `GET /metrics` with `Accept: {accept}`; the whole response.
+async fn scrape(addr: SocketAddr, accept: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+/// The trace ids of the exemplars on `metric`'s buckets.
+fn exemplar_trace_ids(exposition: &str, metric: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}_bucket")))
+        .filter_map(|l| l.split_once("# {trace_id=\"").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+        .collect()
 }
 
 async fn start(scheme: &str, dir: &std::path::Path) -> (Environment, OtlpSink, ListenerProcess) {
@@ -137,6 +163,38 @@ async fn reruns_land_in_their_attempts_traces_under_both_schemes() {
         for run in [200, 300, 400] {
             assert_eq!(lookups_of(&env, run), 1, "{scheme} run {run}");
         }
+        // Exemplars: the job-duration buckets link to the traces the spans went to.
+        let metrics_addr = env.options.metrics_addr.unwrap();
+        let open = scrape(
+            metrics_addr,
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2",
+        )
+        .await;
+        assert!(
+            open.contains("application/openmetrics-text") && open.trim_end().ends_with("# EOF"),
+            "{open}"
+        );
+        let traces: BTreeSet<String> = spans.iter().map(|s| s.trace_id.clone()).collect();
+        for metric in [
+            "gha_job_startup_duration_seconds",
+            "gha_job_execution_duration_seconds",
+        ] {
+            let linked = exemplar_trace_ids(&open, metric);
+            assert!(!linked.is_empty(), "{metric}: no exemplar\n{open}");
+            assert!(
+                linked.is_subset(&traces),
+                "{metric}: {linked:?} vs {traces:?}"
+            );
+        }
+        let classic = http_get(metrics_addr, "/metrics").await;
+        assert!(
+            !classic.contains("trace_id") && !classic.contains("# EOF"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE gha_started_jobs_total counter"),
+            "{classic}"
+        );
         let warnings = child
             .output()
             .lines()

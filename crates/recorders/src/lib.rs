@@ -10,6 +10,8 @@
 //! - [`metric`]: the one way to register a counter, gauge or vector on a registry.
 //! - `metrics`: [`PrometheusRecorder`]; `metrics/families` declares ARC's `gha_*` metrics and
 //!   their labels once, in one table.
+//! - [`openmetrics`]: the OpenMetrics exposition and the [`openmetrics::Exemplars`] of the
+//!   job-duration histograms (the trace id of a job in the bucket it was observed in).
 //! - `server`: [`MetricsServer`] (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
 //! - `spans`: [`SpanRecorder`]; `spans/ids` (span ids), `spans/build` (span data),
 //!   `spans/export` (queue, batching, OTLP exporter), `spans/settings` ([`OtelSettings`]).
@@ -26,6 +28,7 @@ mod error;
 mod labels;
 pub mod metric;
 mod metrics;
+pub mod openmetrics;
 mod server;
 mod spans;
 
