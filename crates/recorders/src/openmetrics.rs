@@ -185,14 +185,16 @@ fn labels_text(labels: &[LabelPair], extra: Option<(&str, &str)>) -> String {
     }
 }
 
-/// An OpenMetrics float: `1.0`, `0.5`, `+Inf` (as Prometheus' own clients write `le`).
+/// A number as the classic text format writes it (`1`, `0.5`, `+Inf`): valid OpenMetrics,
+/// and the same `le` values in both formats, so Prometheus before 3.0 (which does not
+/// normalise `le`) keeps the very same bucket series when it switches to OpenMetrics.
 fn number(value: f64) -> String {
     if value.is_infinite() {
         if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
     } else if value.is_nan() {
         "NaN".to_owned()
     } else {
-        format!("{value:?}")
+        value.to_string()
     }
 }
 
@@ -317,12 +319,12 @@ mod tests {
         let text = encode(&registry.gather(), &exemplars);
         assert_eq!(
             text,
-            "# TYPE jobs counter\n# HELP jobs Jobs.\njobs_total 3.0\n\
+            "# TYPE jobs counter\n# HELP jobs Jobs.\njobs_total 3\n\
              # TYPE wait_seconds histogram\n# HELP wait_seconds Wait \\\\ time.\n\
-             wait_seconds_bucket{job=\"a\\\"b\",le=\"1.0\"} 0\n\
-             wait_seconds_bucket{job=\"a\\\"b\",le=\"5.0\"} 1\n\
+             wait_seconds_bucket{job=\"a\\\"b\",le=\"1\"} 0\n\
+             wait_seconds_bucket{job=\"a\\\"b\",le=\"5\"} 1\n\
              wait_seconds_bucket{job=\"a\\\"b\",le=\"+Inf\"} 1\n\
-             wait_seconds_sum{job=\"a\\\"b\"} 2.0\nwait_seconds_count{job=\"a\\\"b\"} 1\n# EOF\n"
+             wait_seconds_sum{job=\"a\\\"b\"} 2\nwait_seconds_count{job=\"a\\\"b\"} 1\n# EOF\n"
         );
     }
 }
