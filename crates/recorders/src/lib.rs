@@ -13,7 +13,8 @@
 //! - [`openmetrics`]: the OpenMetrics exposition and the [`openmetrics::Exemplars`] of the
 //!   job-duration histograms (the trace id of a job in the bucket it was observed in).
 //! - `server`: [`MetricsServer`] (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
-//! - `spans`: [`SpanRecorder`]; `spans/ids` (span ids), `spans/build` (span data),
+//! - `spans`: [`SpanRecorder`]; `spans/attempts` (the [`RunAttemptLookup`] seam and
+//!   [`JobTraceIds`]), `spans/ids` (span ids), `spans/build` (span data),
 //!   `spans/export` (queue, batching, OTLP exporter), `spans/settings` ([`OtelSettings`]).
 //! - `config`: the `metrics` value of config.json; `labels`: scale-set labels and the
 //!   workflow-ref parser; `error`: [`RecorderError`].
