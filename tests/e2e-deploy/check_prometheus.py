@@ -8,6 +8,9 @@
    invariants between metrics (a histogram count per counter increment).
 5. The alert rules from deploy/prometheus load and evaluate; every PromQL query of the
    Grafana dashboard runs without error and the scale-set panels return data.
+6. With --expect-exemplars: Prometheus (exemplar storage on, so it scraped OpenMetrics)
+   stores exemplars with a trace_id on both job-duration histograms, some of them the
+   ones the listener's OpenMetrics scrape shows now.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ def main() -> None:
                         help="completed jobs required before the exposition counts as settled")
     parser.add_argument("--expect-started", type=int, help="jobs the workload started")
     parser.add_argument("--expect-completed", type=int, help="jobs the workload completed")
+    parser.add_argument("--expect-exemplars", action="store_true",
+                        help="check the stored exemplars of the job-duration histograms")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
     config = json.loads(Path(args.listener_config).read_text())
@@ -224,6 +229,33 @@ def main() -> None:
             if panel["type"] == "stat" and not result:
                 fail(f"panel {panel['title']!r} returns no data: {expr}")
     print(f"dashboard: {queried} queries ran")
+
+    if args.expect_exemplars:
+        check_exemplars(args.listener, args.prometheus)
+
+
+def check_exemplars(listener: str, prometheus: str) -> None:
+    request = urllib.request.Request(
+        listener, headers={"Accept": "application/openmetrics-text;version=1.0.0"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if "application/openmetrics-text" not in response.headers.get("Content-Type", ""):
+            fail(f"OpenMetrics not negotiated: {response.headers.get('Content-Type')}")
+        open_text = response.read().decode()
+    exposed = set(re.findall(r'# \{trace_id="([0-9a-f]{32})"\}', open_text))
+    now = time.time()
+    for metric in ("gha_job_startup_duration_seconds", "gha_job_execution_duration_seconds"):
+        url = f"{prometheus}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+            {"query": f"{metric}_bucket", "start": now - 3600, "end": now + 60})
+        body = json.loads(get(url))
+        if body.get("status") != "success":
+            fail(f"query_exemplars {metric}: {body}")
+        stored = {e["labels"].get("trace_id", "") for s in body["data"] for e in s["exemplars"]}
+        if not stored or not all(re.fullmatch(r"[0-9a-f]{32}", t) for t in stored):
+            fail(f"{metric}: no stored exemplar with a trace_id: {body['data'][:2]}")
+        # The listener shows the last exemplar per bucket; Prometheus keeps earlier ones too.
+        if not stored & exposed:
+            fail(f"{metric}: stored trace ids {sorted(stored)[:3]} not in the listener's exposition")
+        print(f"exemplars: {metric}: {len(stored)} trace ids stored by Prometheus")
 
 
 if __name__ == "__main__":

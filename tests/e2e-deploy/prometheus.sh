@@ -4,6 +4,9 @@
 # must pass on the exposition. The scrape job is deploy/prometheus/prometheus.yaml's, with
 # Kubernetes discovery replaced by a static target carrying the same __meta labels a listener
 # pod has, so the relabelling rules users deploy are the ones exercised here.
+# Prometheus runs with exemplar storage on, so it scrapes OpenMetrics; the job-duration
+# buckets' exemplars (trace ids; spans are on, towards a port where nothing listens) must be
+# stored and queryable.
 source "$(dirname "$0")/common.sh"
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
@@ -22,7 +25,9 @@ promtool check rules deploy/prometheus/alerts.yaml
 build_binaries
 METRICS_PORT="$(free_port)"
 start_simulator prom "127.0.0.1:$METRICS_PORT"
-start_listener prom "$SIM_DIR/config.json"
+# Spans on (exemplars carry their trace ids); no collector: the exports fail, the ids stay.
+start_listener prom "$SIM_DIR/config.json" \
+    OTEL_ENDPOINT="127.0.0.1:$(free_port)" OTEL_EXPORTER_OTLP_INSECURE=true
 wait_for "listener metrics on 127.0.0.1:$METRICS_PORT" http_ok "http://127.0.0.1:$METRICS_PORT/metrics"
 
 PROM_PORT="$(free_port)"
@@ -37,6 +42,7 @@ prometheus \
     --config.file="$WORK/prometheus.yaml" \
     --storage.tsdb.path="$WORK/tsdb" \
     --web.listen-address="127.0.0.1:$PROM_PORT" \
+    --enable-feature=exemplar-storage \
     --log.level=warn >"$WORK/prometheus.log" 2>&1 &
 E2E_PIDS+=($!)
 wait_for "prometheus ready" http_ok "http://127.0.0.1:$PROM_PORT/-/ready"
@@ -47,6 +53,7 @@ wait_workload_done
     --prometheus "http://127.0.0.1:$PROM_PORT" \
     --listener-config "$SIM_DIR/config.json" \
     --expect-started "$SIM_STARTED" --expect-completed "$SIM_COMPLETED" \
+    --expect-exemplars \
     --timeout "$E2E_TIMEOUT"
 
 E2E_OK=1

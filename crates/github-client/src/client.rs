@@ -333,7 +333,7 @@ impl ActionsClient {
         }
     }
 
-    async fn send_once(&self, req: &Request) -> Result<Response, Error> {
+    pub(crate) async fn send_once(&self, req: &Request) -> Result<Response, Error> {
         let mut builder = self
             .inner
             .http

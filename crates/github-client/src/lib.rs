@@ -15,6 +15,8 @@
 //! - `auth`: PAT and GitHub App credentials, the App JWT.
 //! - `session`: [`MessageSession`]: create (waiting out a 409), poll, ack, acquire, close.
 //! - [`messages`]: typed queue messages.
+//! - `runs`: [`RunAttemptResolver`], the run attempt of a workflow run (cached, rate-limit
+//!   aware) for job spans.
 //! - `error`: [`Error`], classified by [`retry::Classify`].
 //! - `retry`: the client's retry counters ([`ClientMetrics`]); its settings are the shared
 //!   [`RetryPolicy`] (default [`::retry::policies::GITHUB_REQUEST_RETRIES`]).
@@ -28,6 +30,7 @@ pub mod messages;
 mod net;
 mod registration;
 mod retry;
+mod runs;
 mod secret;
 mod session;
 
@@ -42,5 +45,9 @@ pub use messages::{
 };
 pub use net::{ProxyConfig, tls_config};
 pub use retry::ClientMetrics;
+pub use runs::{
+    RATE_LIMIT_FLOOR_PERCENT, RUN_ATTEMPT_PERMISSION, RUN_CACHE_CAPACITY, RUN_CACHE_TTL,
+    ResolvedAttempt, RunAttemptOutcome, RunAttemptResolver,
+};
 pub use secret::SecretString;
 pub use session::{HEADER_SCALE_SET_MAX_CAPACITY, MessageSession};

@@ -67,6 +67,7 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
         RetryCounters::register(&registry).context("registering listener metrics")?;
     let readiness = Readiness::new();
     let mut composite = CompositeRecorder::default();
+    let mut exemplars = None;
 
     let metrics_server = match &settings.metrics {
         None => None,
@@ -77,12 +78,14 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
                 &registry,
             )
             .map_err(|e| anyhow!("config key `metrics`: {e}"))?;
+            exemplars = Some(prometheus.exemplars());
             composite.push(Arc::new(prometheus));
-            let server = MetricsServer::start(
+            let server = MetricsServer::start_with_exemplars(
                 &metrics.addr,
                 &metrics.endpoint,
                 registry.clone(),
                 readiness.clone(),
+                exemplars.clone().unwrap_or_default(),
             )
             .await
             .map_err(|e| anyhow!("config key `metrics_addr`: {e}"))?;
@@ -97,6 +100,9 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
                     .map_err(|e| anyhow!("OpenTelemetry exporter: {e}"))?,
             );
             composite.push(recorder.clone());
+            if let Some(exemplars) = &exemplars {
+                exemplars.set_trace_ids(recorder.trace_ids());
+            }
             Some(recorder)
         }
         None => None,
@@ -108,6 +114,7 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
     let health = Health::new(readiness, settings.stale_after);
     let result = run_session(
         &settings,
+        spans.as_deref(),
         recorder,
         loop_metrics,
         &retry_counters,
@@ -134,6 +141,7 @@ pub async fn run_with(settings: Settings, shutdown: &Shutdown) -> anyhow::Result
 
 async fn run_session(
     settings: &Settings,
+    spans: Option<&SpanRecorder>,
     recorder: Arc<dyn Recorder>,
     loop_metrics: LoopMetrics,
     retry_counters: &RetryCounters,
@@ -158,6 +166,10 @@ async fn run_session(
         settings.client_options.clone(),
     )
     .map_err(|e| anyhow!("GitHub client: {e}"))?;
+    if let Some(spans) = spans.filter(|_| settings.resolve_run_attempt) {
+        let resolver = github_client::RunAttemptResolver::new(client.clone());
+        spans.set_run_attempt_lookup(Arc::new(crate::run_attempts::GitHubRunAttempts(resolver)));
+    }
 
     let scaler_config = ScalerConfig {
         // A message carries at most 50 jobs: all of its runner patches go out in one

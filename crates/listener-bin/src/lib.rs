@@ -12,6 +12,7 @@
 //! - [`health`]: readiness (`/readyz`), set by the loop;
 //! - [`recovery`]: waiting out, in place, conditions someone must fix (degraded state);
 //! - [`loop_metrics`]: the loop's `gha_listener_*` counters and the degraded gauge;
+//! - [`run_attempts`]: the span recorder's run-attempt lookups, over the GitHub client;
 //! - [`retry_metrics`]: the client's and the scaler's retry totals, read at scrape time;
 //! - [`shutdown`]: the shutdown request and the one budget of the steps after it;
 //! - [`startup`]: the config from `LISTENER_CONFIG_PATH` and logging, before the runtime;
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod loop_metrics;
 pub mod recovery;
 pub mod retry_metrics;
+pub mod run_attempts;
 pub mod settings;
 pub mod shutdown;
 pub mod source;

@@ -27,6 +27,9 @@ pub const READINESS_STALE_AFTER_ENV: &str = "GHALISTENER_READINESS_STALE_AFTER_S
 /// Cap of the wait between attempts while the listener waits out a condition someone must
 /// fix (rejected credentials, a missing scale set, RBAC), in whole seconds (default 300).
 pub const RECOVERY_MAX_BACKOFF_ENV: &str = "GHALISTENER_RECOVERY_MAX_BACKOFF_SECS";
+/// `false` turns off the run-attempt lookups of job spans (on by default when spans are
+/// exported).
+pub const RESOLVE_RUN_ATTEMPT_ENV: &str = "GHALISTENER_RESOLVE_RUN_ATTEMPT";
 
 /// The metrics server, when `metrics_addr` is set.
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct Settings {
     pub metrics: Option<MetricsSettings>,
     /// The span exporter, when an OTLP endpoint is configured.
     pub otel: Option<OtelSettings>,
+    /// Look up each run's attempt on GitHub REST for the spans (only with `otel`).
+    pub resolve_run_attempt: bool,
 }
 
 impl Settings {
@@ -125,6 +130,17 @@ impl Settings {
                 otel
             });
 
+        let resolve_run_attempt = match env.get(RESOLVE_RUN_ATTEMPT_ENV).map(|v| v.trim()) {
+            None | Some("") => true,
+            Some(v) if ["true", "1", "yes"].contains(&v.to_ascii_lowercase().as_str()) => true,
+            Some(v) if ["false", "0", "no"].contains(&v.to_ascii_lowercase().as_str()) => false,
+            Some(v) => {
+                return Err(anyhow!(
+                    "environment variable `{RESOLVE_RUN_ATTEMPT_ENV}`: {v:?} is not true or false"
+                ));
+            }
+        } && otel.is_some();
+
         let credentials = CredentialsSource::for_config(&config, config_path)?;
         let mut client_options = ClientOptions {
             root_ca_pem: Some(config.server_root_ca.clone()).filter(|s| !s.trim().is_empty()),
@@ -144,6 +160,7 @@ impl Settings {
             recovery_max_backoff,
             metrics,
             otel,
+            resolve_run_attempt,
         })
     }
 }
@@ -218,6 +235,17 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains(READINESS_STALE_AFTER_ENV), "{err}");
+        assert!(!settings.resolve_run_attempt, "off without spans");
+        let bad: HashMap<String, String> =
+            [(RESOLVE_RUN_ATTEMPT_ENV.to_owned(), "maybe".to_owned())].into();
+        let err = Settings::resolve(config(), None, &bad)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(RESOLVE_RUN_ATTEMPT_ENV) && err.contains("maybe"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! - [`metric`]: the one way to register a counter, gauge or vector on a registry.
 //! - `metrics`: [`PrometheusRecorder`]; `metrics/families` declares ARC's `gha_*` metrics and
 //!   their labels once, in one table.
+//! - [`openmetrics`]: the OpenMetrics exposition and the [`openmetrics::Exemplars`] of the
+//!   job-duration histograms (the trace id of a job in the bucket it was observed in).
 //! - `server`: [`MetricsServer`] (`/metrics`, `/healthz`, `/readyz`) and [`Readiness`].
-//! - `spans`: [`SpanRecorder`]; `spans/ids` (span ids), `spans/build` (span data),
+//! - `spans`: [`SpanRecorder`]; `spans/attempts` (the [`RunAttemptLookup`] seam and
+//!   [`JobTraceIds`]), `spans/ids` (span ids), `spans/build` (span data),
 //!   `spans/export` (queue, batching, OTLP exporter), `spans/settings` ([`OtelSettings`]).
 //! - `config`: the `metrics` value of config.json; `labels`: scale-set labels and the
 //!   workflow-ref parser; `error`: [`RecorderError`].
@@ -26,6 +29,7 @@ mod error;
 mod labels;
 pub mod metric;
 mod metrics;
+pub mod openmetrics;
 mod server;
 mod spans;
 
@@ -38,8 +42,9 @@ pub use metrics::{
 };
 pub use server::{MetricsServer, Readiness};
 pub use spans::{
-    IdScheme, JobSpanIds, OtelSettings, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder,
-    job_span_ids, map_job_result,
+    IdScheme, JobSpanIds, JobTraceIds, OtelSettings, RUN_ATTEMPT_WAIT, RunAttemptLookup,
+    SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder, UNKNOWN_ATTEMPT, job_span_ids,
+    map_job_result, run_trace_id,
 };
 
 /// The Go listener's metrics-recorder hooks.

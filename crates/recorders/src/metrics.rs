@@ -17,6 +17,7 @@ pub use families::{DEFAULT_BUCKETS, KNOWN_LABELS, default_metrics_config};
 use crate::config::MetricsConfig;
 use crate::labels::{ScaleSetLabels, parse_workflow_ref};
 use crate::metric::{register, register_counter_vec, register_error};
+use crate::openmetrics::Exemplars;
 use crate::{Recorder, RecorderError};
 
 /// Default bound on the label series kept per metric.
@@ -142,6 +143,8 @@ impl SeriesTracker {
 
 struct Metric {
     labels: Vec<Label>,
+    /// Bucket bounds of a histogram (empty otherwise), for its exemplars.
+    buckets: Vec<f64>,
     vector: Vector,
     series: Mutex<SeriesTracker>,
 }
@@ -152,6 +155,7 @@ pub struct PrometheusRecorder {
     metrics: HashMap<&'static str, Metric>,
     series_limit: usize,
     evicted: IntCounterVec,
+    exemplars: Exemplars,
 }
 
 impl std::fmt::Debug for PrometheusRecorder {
@@ -231,11 +235,13 @@ impl PrometheusRecorder {
             } else {
                 validate_buckets(name, buckets)?
             };
-            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            let opts = HistogramOpts::new(name, help).buckets(buckets.clone());
             let vector = HistogramVec::new(opts, &label_names(&labels))
                 .and_then(|v| register(registry, v))
                 .map_err(register_error(name))?;
-            metrics.insert(name, metric(labels, Vector::Histogram(vector)));
+            let mut histogram = metric(labels, Vector::Histogram(vector));
+            histogram.buckets = buckets;
+            metrics.insert(name, histogram);
         }
         let evicted_name = "gha_listener_metric_series_evicted_total";
         let evicted = register_counter_vec(
@@ -255,7 +261,14 @@ impl PrometheusRecorder {
             metrics,
             series_limit: options.series_limit,
             evicted,
+            exemplars: Exemplars::default(),
         })
+    }
+
+    /// The exemplars of the job-duration histograms, for the OpenMetrics scrape; they are
+    /// kept once [`Exemplars::set_trace_ids`] is called.
+    pub fn exemplars(&self) -> Exemplars {
+        self.exemplars.clone()
     }
 
     fn scale_set_values(&self) -> LabelValues<'_> {
@@ -289,21 +302,53 @@ impl PrometheusRecorder {
     }
 
     fn update(&self, name: &'static str, values: &LabelValues<'_>, update: Update) {
+        self.update_with_exemplar(name, values, update, None);
+    }
+
+    /// As `update`; an observation of run `run_id` also becomes its bucket's exemplar.
+    fn update_with_exemplar(
+        &self,
+        name: &'static str,
+        values: &LabelValues<'_>,
+        update: Update,
+        run_id: Option<i64>,
+    ) {
         let Some(metric) = self.metrics.get(name) else {
             return;
         };
         let label_values: Vec<&str> = metric.labels.iter().map(|l| values.get(*l)).collect();
+        let named = |values: &[&str]| -> Vec<(&'static str, String)> {
+            metric
+                .labels
+                .iter()
+                .zip(values)
+                .map(|(l, v)| (l.name(), (*v).to_owned()))
+                .collect()
+        };
+        let observed = match update {
+            Update::Observe(x) => Some(x),
+            _ => None,
+        };
         // The lock keeps the vector and the tracker in step; no I/O happens under it.
         let mut series = lock(&metric.series);
         if let Err(error) = metric.vector.apply(&label_values, update) {
             tracing::warn!(metric = name, %error, "metric update failed");
             return;
         }
+        if let (Some(x), Some(run_id)) = (observed, run_id) {
+            let labels = named(&label_values);
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.exemplars
+                .observe(name, &labels, &metric.buckets, x, run_id);
+        }
         for old in series.touch(&label_values, self.series_limit) {
             let old: Vec<&str> = old.iter().map(String::as_str).collect();
             if let Err(error) = metric.vector.remove(&old) {
                 tracing::debug!(metric = name, %error, "evicting a series failed");
             }
+            let labels = named(&old);
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.exemplars.forget(name, &labels);
             self.evicted.with_label_values(&[name]).inc();
         }
     }
@@ -357,6 +402,7 @@ fn validate_buckets(metric: &str, buckets: &[f64]) -> Result<Vec<f64>, RecorderE
 fn metric(labels: Vec<Label>, vector: Vector) -> Metric {
     Metric {
         labels,
+        buckets: Vec::new(),
         vector,
         series: Mutex::new(SeriesTracker::default()),
     }
@@ -394,7 +440,12 @@ impl Recorder for PrometheusRecorder {
             job.common.runner_assign_time,
         ) {
             let seconds = runner_assign.unix_timestamp() - scale_set_assign.unix_timestamp();
-            self.update(STARTUP_DURATION, &values, Update::Observe(seconds as f64));
+            self.update_with_exemplar(
+                STARTUP_DURATION,
+                &values,
+                Update::Observe(seconds as f64),
+                Some(job.common.workflow_run_id),
+            );
         }
     }
 
@@ -407,7 +458,12 @@ impl Recorder for PrometheusRecorder {
         self.update(COMPLETED_JOBS, &values, Update::Inc);
         if let Some(finish) = job.common.finish_time {
             let seconds = finish.unix_timestamp() - runner_assign.unix_timestamp();
-            self.update(EXECUTION_DURATION, &values, Update::Observe(seconds as f64));
+            self.update_with_exemplar(
+                EXECUTION_DURATION,
+                &values,
+                Update::Observe(seconds as f64),
+                Some(job.common.workflow_run_id),
+            );
         }
     }
 

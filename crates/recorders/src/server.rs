@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::RecorderError;
+use crate::openmetrics::{self, Exemplars};
 
 /// How long [`MetricsServer::shutdown`] waits for in-flight scrapes (the Go listener's 5 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +52,7 @@ pub struct MetricsServer {
 struct AppState {
     registry: Registry,
     readiness: Readiness,
+    exemplars: Exemplars,
 }
 
 impl MetricsServer {
@@ -61,6 +63,17 @@ impl MetricsServer {
         endpoint: &str,
         registry: Registry,
         readiness: Readiness,
+    ) -> Result<MetricsServer, RecorderError> {
+        Self::start_with_exemplars(addr, endpoint, registry, readiness, Exemplars::default()).await
+    }
+
+    /// As [`MetricsServer::start`]; an OpenMetrics scrape also shows `exemplars`.
+    pub async fn start_with_exemplars(
+        addr: &str,
+        endpoint: &str,
+        registry: Registry,
+        readiness: Readiness,
+        exemplars: Exemplars,
     ) -> Result<MetricsServer, RecorderError> {
         let bind_addr = listen_addr(addr)?;
         let endpoint = metrics_path(endpoint)?;
@@ -83,6 +96,7 @@ impl MetricsServer {
             .with_state(AppState {
                 registry,
                 readiness,
+                exemplars,
             });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -127,7 +141,21 @@ impl MetricsServer {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The classic text format (ARC's, byte for byte), or OpenMetrics with exemplars when the
+/// scraper's `Accept` asks for it.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if openmetrics::wants_openmetrics(accept) {
+        let body = openmetrics::encode(&state.registry.gather(), &state.exemplars);
+        return (
+            [(header::CONTENT_TYPE, openmetrics::OPENMETRICS_CONTENT_TYPE)],
+            body,
+        )
+            .into_response();
+    }
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&state.registry.gather(), &mut body) {

@@ -46,8 +46,22 @@ impl SpanBuilder {
         }
     }
 
-    /// The spans of a completed job; each only when both of its times are set.
-    pub(super) fn job_spans(&self, job: &JobCompleted) -> Vec<SpanData> {
+    /// How many spans [`Self::job_spans`] gives for `job` (the attempt changes only ids).
+    pub(super) fn span_count(job: &JobCompleted) -> u64 {
+        let c = &job.common;
+        [
+            (c.queue_time, c.scale_set_assign_time),
+            (c.scale_set_assign_time, c.runner_assign_time),
+            (c.runner_assign_time, c.finish_time),
+        ]
+        .iter()
+        .filter(|(start, end)| start.is_some() && end.is_some())
+        .count() as u64
+    }
+
+    /// The spans of a completed job in attempt `attempt` of its run; each only when both
+    /// of its times are set.
+    pub(super) fn job_spans(&self, job: &JobCompleted, attempt: u32) -> Vec<SpanData> {
         let c = &job.common;
         let phases = [
             (SPAN_QUEUE, c.queue_time, c.scale_set_assign_time),
@@ -60,8 +74,8 @@ impl SpanBuilder {
             let (Some(start), Some(end)) = (start, end) else {
                 continue;
             };
-            let common = common.get_or_insert_with(|| self.common_attributes(job));
-            let ids = job_span_ids(self.scheme, c, name);
+            let common = common.get_or_insert_with(|| self.common_attributes(job, attempt));
+            let ids = job_span_ids(self.scheme, c, attempt, name);
             let mut attributes = common.clone();
             attributes.push(KeyValue::new("type", name));
             let mut status = Status::Unset;
@@ -99,12 +113,13 @@ impl SpanBuilder {
         spans
     }
 
-    fn common_attributes(&self, job: &JobCompleted) -> Vec<KeyValue> {
+    fn common_attributes(&self, job: &JobCompleted, attempt: u32) -> Vec<KeyValue> {
         let c = &job.common;
         let repository = format!("{}/{}", c.owner_name, c.repository_name);
         let workflow = parse_workflow_ref(&c.job_workflow_ref);
         let mut attributes = vec![
             KeyValue::new("github.run_id", c.workflow_run_id),
+            KeyValue::new("github.run_attempt", i64::from(attempt)),
             KeyValue::new("github.job_id", c.job_id.clone()),
             KeyValue::new("github.job_name", c.job_display_name.clone()),
             KeyValue::new("github.repository", repository.clone()),
@@ -121,6 +136,13 @@ impl SpanBuilder {
             KeyValue::new(
                 "vcs.repository.url.full",
                 format!("{}/{repository}", self.server_url),
+            ),
+            KeyValue::new(
+                "cicd.pipeline.run.url.full",
+                format!(
+                    "{}/{repository}/actions/runs/{}/attempts/{attempt}",
+                    self.server_url, c.workflow_run_id
+                ),
             ),
         ];
         if !workflow.name.is_empty() {

@@ -1,19 +1,32 @@
 //! Span export: a bounded queue that recording only enqueues onto, a background task
 //! that batches and exports over OTLP/HTTP, and the `gha_listener_spans_*` counters that
 //! account for every span (exported, failed, dropped, or still pending).
+//!
+//! A completed job whose run attempt is being looked up is queued as a [`PendingJob`]: the
+//! batcher builds its spans when the attempt is known or its wait is over (then attempt 1),
+//! without holding up the other spans; shutdown ends every wait at once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use github_client::JobCompleted;
 
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use prometheus::{IntCounter, IntGauge, Registry};
-use tokio::sync::{mpsc, oneshot};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::OtelSettings;
+use super::attempts::JobTraceIds;
+use super::build::SpanBuilder;
+use super::ids::UNKNOWN_ATTEMPT;
 use crate::RecorderError;
 use crate::labels::ScaleSetLabels;
 use crate::metric::{register_counter, register_counter_vec, register_error, register_gauge};
@@ -27,7 +40,12 @@ pub(super) struct PipelineMetrics {
     pub(super) dropped_shutdown: IntCounter,
     /// Spans accepted and not yet exported, failed or dropped.
     pub(super) pending: IntGauge,
+    /// `gha_listener_run_attempt_lookups_total` by `result`.
+    pub(super) run_attempt_lookups: IntCounterVec,
 }
+
+/// The `result` values of `gha_listener_run_attempt_lookups_total`, all shown from the start.
+const LOOKUP_RESULTS: [&str; 5] = ["ok", "denied", "not_found", "rate_limited", "error"];
 
 impl PipelineMetrics {
     pub(super) fn register(registry: &Registry) -> Result<Self, RecorderError> {
@@ -53,7 +71,19 @@ impl PipelineMetrics {
         let pending_name = "gha_listener_spans_pending";
         let pending = register_gauge(registry, pending_name, "Job spans waiting to be exported.")
             .map_err(register_error(pending_name))?;
+        let lookups_name = "gha_listener_run_attempt_lookups_total";
+        let run_attempt_lookups = register_counter_vec(
+            registry,
+            lookups_name,
+            "Run-attempt lookups on GitHub's REST API for job spans, by result (cached answers are not counted).",
+            &["result"],
+        )
+        .map_err(register_error(lookups_name))?;
+        for result in LOOKUP_RESULTS {
+            run_attempt_lookups.with_label_values(&[result]);
+        }
         Ok(Self {
+            run_attempt_lookups,
             exported,
             failed,
             dropped_queue_full: dropped.with_label_values(&["queue_full"]),
@@ -68,9 +98,22 @@ struct Control {
     task: JoinHandle<()>,
 }
 
+/// A completed job waiting for its run's attempt until `deadline`.
+pub(super) struct PendingJob {
+    pub(super) job: JobCompleted,
+    pub(super) attempt: watch::Receiver<Option<u32>>,
+    pub(super) deadline: Instant,
+}
+
+/// What the queue carries: a built span, or a job whose spans wait for its attempt.
+enum Item {
+    Span(SpanData),
+    Job(PendingJob),
+}
+
 /// The sending side of the pipeline: enqueue never waits; shutdown drains within a bound.
 pub(super) struct ExportQueue {
-    queue: mpsc::Sender<SpanData>,
+    queue: mpsc::Sender<Item>,
     pub(super) metrics: PipelineMetrics,
     control: Mutex<Option<Control>>,
 }
@@ -81,6 +124,8 @@ impl ExportQueue {
         exporter: E,
         settings: &OtelSettings,
         metrics: PipelineMetrics,
+        spans: Arc<SpanBuilder>,
+        trace_ids: JobTraceIds,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
@@ -91,6 +136,8 @@ impl ExportQueue {
             batch_interval: settings.batch_interval,
             export_timeout: settings.timeout,
             metrics: metrics.clone(),
+            spans,
+            trace_ids,
         };
         let task = runtime.spawn(batcher.run(receiver, stopped));
         Self {
@@ -101,20 +148,32 @@ impl ExportQueue {
     }
 
     pub(super) fn enqueue(&self, span: SpanData) {
-        self.metrics.pending.inc();
-        match self.queue.try_send(span) {
+        self.enqueue_item(Item::Span(span), 1);
+    }
+
+    /// Queue a job whose `spans` spans are built once its attempt is known.
+    pub(super) fn enqueue_job(&self, job: PendingJob, spans: u64) {
+        if spans > 0 {
+            self.enqueue_item(Item::Job(job), spans);
+        }
+    }
+
+    fn enqueue_item(&self, item: Item, spans: u64) {
+        let n = i64::try_from(spans).unwrap_or(i64::MAX);
+        self.metrics.pending.add(n);
+        match self.queue.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.pending.dec();
-                self.metrics.dropped_queue_full.inc();
+                self.metrics.pending.sub(n);
+                self.metrics.dropped_queue_full.inc_by(spans);
                 let dropped = self.metrics.dropped_queue_full.get();
                 if dropped.is_power_of_two() {
                     tracing::warn!(dropped, "span queue full, dropping job spans");
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.metrics.pending.dec();
-                self.metrics.dropped_shutdown.inc();
+                self.metrics.pending.sub(n);
+                self.metrics.dropped_shutdown.inc_by(spans);
             }
         }
     }
@@ -222,15 +281,43 @@ struct Batcher<E> {
     batch_interval: Duration,
     export_timeout: Duration,
     metrics: PipelineMetrics,
+    spans: Arc<SpanBuilder>,
+    trace_ids: JobTraceIds,
+}
+
+type WaitForAttempt = Pin<Box<dyn Future<Output = (JobCompleted, u32)> + Send>>;
+type Waiting = FuturesUnordered<WaitForAttempt>;
+
+/// Waits for `job`'s attempt until its deadline or the end of waiting (shutdown), whichever
+/// comes first; then the attempt known by then, or 1.
+fn wait_for_attempt(job: PendingJob, mut waiting_over: watch::Receiver<bool>) -> WaitForAttempt {
+    Box::pin(async move {
+        let PendingJob {
+            job,
+            mut attempt,
+            deadline,
+        } = job;
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, attempt.wait_for(Option::is_some)) => {}
+            _ = waiting_over.wait_for(|over| *over) => {}
+        }
+        let known = *attempt.borrow();
+        (job, known.unwrap_or(UNKNOWN_ATTEMPT))
+    })
 }
 
 impl<E: SpanExporter> Batcher<E> {
-    async fn run(
-        mut self,
-        mut queue: mpsc::Receiver<SpanData>,
-        mut stop: oneshot::Receiver<Instant>,
-    ) {
+    /// The spans of a job that waited for its attempt, onto the batch (already counted as
+    /// pending when the job was queued).
+    fn add_job(&self, batch: &mut Vec<SpanData>, job: &JobCompleted, attempt: u32) {
+        self.trace_ids.record(job.common.workflow_run_id, attempt);
+        batch.extend(self.spans.job_spans(job, attempt));
+    }
+
+    async fn run(mut self, mut queue: mpsc::Receiver<Item>, mut stop: oneshot::Receiver<Instant>) {
         let mut batch = Vec::with_capacity(self.max_batch_size);
+        let mut waiting = Waiting::new();
+        let (end_waiting, waiting_over) = watch::channel(false);
         let mut tick = tokio::time::interval(self.batch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = loop {
@@ -239,15 +326,24 @@ impl<E: SpanExporter> Batcher<E> {
                     // The recorder was dropped without shutdown: a short, bounded drain.
                     break deadline.unwrap_or_else(|_| Instant::now() + Duration::from_secs(1));
                 }
-                span = queue.recv() => match span {
-                    Some(span) => {
+                item = queue.recv() => match item {
+                    Some(Item::Span(span)) => {
                         batch.push(span);
                         if batch.len() >= self.max_batch_size {
                             self.export(std::mem::take(&mut batch), None).await;
                         }
                     }
+                    Some(Item::Job(job)) => {
+                        waiting.push(wait_for_attempt(job, waiting_over.clone()));
+                    }
                     None => break Instant::now() + Duration::from_secs(1),
                 },
+                Some((job, attempt)) = waiting.next(), if !waiting.is_empty() => {
+                    self.add_job(&mut batch, &job, attempt);
+                    if batch.len() >= self.max_batch_size {
+                        self.export(std::mem::take(&mut batch), None).await;
+                    }
+                }
                 _ = tick.tick() => {
                     if !batch.is_empty() {
                         self.export(std::mem::take(&mut batch), None).await;
@@ -255,10 +351,19 @@ impl<E: SpanExporter> Batcher<E> {
                 }
             }
         };
-        // Shutting down: take what is queued and export it while time remains.
+        // Shutting down: take what is queued, end every wait for an attempt (what is known
+        // by now is used), and export it all while time remains.
         queue.close();
-        while let Ok(span) = queue.try_recv() {
-            batch.push(span);
+        while let Ok(item) = queue.try_recv() {
+            match item {
+                Item::Span(span) => batch.push(span),
+                Item::Job(job) => waiting.push(wait_for_attempt(job, waiting_over.clone())),
+            }
+        }
+        let _ = end_waiting.send(true);
+        while let Ok(Some((job, attempt))) = tokio::time::timeout_at(deadline, waiting.next()).await
+        {
+            self.add_job(&mut batch, &job, attempt);
         }
         for chunk in batch.chunks(self.max_batch_size) {
             if Instant::now() >= deadline {

@@ -15,9 +15,9 @@ pub const SPAN_QUEUE: &str = "runner.queue";
 pub const SPAN_STARTUP: &str = "runner.startup";
 pub const SPAN_EXECUTION: &str = "runner.execution";
 
-/// The run attempt: the job messages do not carry it, so it is always 1 (the schemes'
-/// "unknown attempt" value).
-const ATTEMPT: u32 = 1;
+/// The attempt used when the run's attempt is unknown (the schemes' "unknown attempt"):
+/// job messages do not carry it, and a lookup may fail or be off.
+pub const UNKNOWN_ATTEMPT: u32 = 1;
 
 /// How trace, parent and span ids are derived from a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -77,24 +77,33 @@ pub struct JobSpanIds {
     pub span_id: SpanId,
 }
 
-/// Ids of the span `span_name` of `job` under `scheme`. Pure.
-pub fn job_span_ids(scheme: IdScheme, job: &JobCommon, span_name: &str) -> JobSpanIds {
+/// The trace id of attempt `attempt` of run `run_id` under `scheme`. Pure.
+pub fn run_trace_id(scheme: IdScheme, run_id: i64, attempt: u32) -> TraceId {
+    let trace_key = format!("{run_id}-{attempt}");
+    TraceId::from_bytes(match scheme {
+        IdScheme::OtelExplorer => first::<16>(&Md5::digest(trace_key.as_bytes())),
+        IdScheme::RunnerContract => first::<16>(&Sha256::digest(trace_key.as_bytes())),
+    })
+}
+
+/// Ids of the span `span_name` of `job`, in attempt `attempt` of its run, under `scheme`.
+/// Pure.
+pub fn job_span_ids(
+    scheme: IdScheme,
+    job: &JobCommon,
+    attempt: u32,
+    span_name: &str,
+) -> JobSpanIds {
     let run = job.workflow_run_id;
-    let trace_key = format!("{run}-{ATTEMPT}");
-    let (trace, parent) = match scheme {
-        IdScheme::OtelExplorer => {
-            let parent = match numeric_job_id(&job.job_id) {
-                Some(id) => id.to_be_bytes(),
-                None => first::<8>(&Md5::digest(job.job_id.as_bytes())),
-            };
-            (first::<16>(&Md5::digest(trace_key.as_bytes())), parent)
-        }
+    let trace = run_trace_id(scheme, run, attempt);
+    let parent = match scheme {
+        IdScheme::OtelExplorer => match numeric_job_id(&job.job_id) {
+            Some(id) => id.to_be_bytes(),
+            None => first::<8>(&Md5::digest(job.job_id.as_bytes())),
+        },
         IdScheme::RunnerContract => {
-            let job_key = format!("job-{run}-{ATTEMPT}-{}", job.job_display_name);
-            (
-                first::<16>(&Sha256::digest(trace_key.as_bytes())),
-                first::<8>(&Sha256::digest(job_key.as_bytes())),
-            )
+            let job_key = format!("job-{run}-{attempt}-{}", job.job_display_name);
+            first::<8>(&Sha256::digest(job_key.as_bytes()))
         }
     };
     let parent_span_id = SpanId::from_bytes(parent);
@@ -104,7 +113,7 @@ pub fn job_span_ids(scheme: IdScheme, job: &JobCommon, span_name: &str) -> JobSp
         IdScheme::RunnerContract => first::<8>(&Sha256::digest(span_key.as_bytes())),
     };
     JobSpanIds {
-        trace_id: TraceId::from_bytes(trace),
+        trace_id: trace,
         parent_span_id,
         span_id: SpanId::from_bytes(span),
     }
@@ -163,22 +172,28 @@ mod tests {
             (SPAN_EXECUTION, "49d99fe729823661"),
         ] {
             assert_eq!(
-                hex(job_span_ids(IdScheme::OtelExplorer, &j, name)),
+                hex(job_span_ids(IdScheme::OtelExplorer, &j, 1, name)),
                 (trace.into(), parent.into(), span.into()),
                 "{name}"
             );
         }
-        let ids = job_span_ids(IdScheme::OtelExplorer, &job(12345, "abc", ""), SPAN_QUEUE);
+        let ids = job_span_ids(
+            IdScheme::OtelExplorer,
+            &job(12345, "abc", ""),
+            1,
+            SPAN_QUEUE,
+        );
         assert_eq!(ids.parent_span_id.to_string(), "900150983cd24fb0");
         let ids = job_span_ids(
             IdScheme::OtelExplorer,
             &job(12345, "job-uuid-x", ""),
+            1,
             SPAN_QUEUE,
         );
         assert_eq!(ids.parent_span_id.to_string(), "07a39ddf4b1c6c7e");
         assert_eq!(ids.span_id.to_string(), "482dddac36f574d8");
         // "+5" is not a decimal integer id.
-        let plus = job_span_ids(IdScheme::OtelExplorer, &job(1, "+5", ""), SPAN_QUEUE);
+        let plus = job_span_ids(IdScheme::OtelExplorer, &job(1, "+5", ""), 1, SPAN_QUEUE);
         assert_ne!(plus.parent_span_id.to_string(), "0000000000000005");
     }
 
@@ -197,11 +212,44 @@ mod tests {
             (SPAN_EXECUTION, "3e8401baaf571a28"),
         ] {
             assert_eq!(
-                hex(job_span_ids(IdScheme::RunnerContract, &j, name)),
+                hex(job_span_ids(IdScheme::RunnerContract, &j, 1, name)),
                 (trace.into(), parent.into(), span.into()),
                 "{name}"
             );
         }
+    }
+
+    //   md5("12345-3").hex(); sha("12345-3")[:16].hex(); sha("job-12345-3-build (ubuntu)")[:8].hex()
+    #[test]
+    fn the_attempt_is_in_both_schemes() {
+        let j = job(12345, "67890", "build (ubuntu)");
+        let md5 = job_span_ids(IdScheme::OtelExplorer, &j, 3, SPAN_QUEUE);
+        assert_eq!(
+            md5.trace_id.to_string(),
+            hex_of(&Md5::digest(b"12345-3")[..16])
+        );
+        assert_eq!(md5.parent_span_id.to_string(), "0000000000010932");
+        let sha = job_span_ids(IdScheme::RunnerContract, &j, 3, SPAN_QUEUE);
+        assert_eq!(
+            sha.trace_id.to_string(),
+            hex_of(&Sha256::digest(b"12345-3")[..16])
+        );
+        assert_eq!(
+            sha.parent_span_id.to_string(),
+            hex_of(&Sha256::digest(b"job-12345-3-build (ubuntu)")[..8])
+        );
+        assert_eq!(
+            run_trace_id(IdScheme::RunnerContract, 12345, 3),
+            sha.trace_id
+        );
+        assert_ne!(
+            job_span_ids(IdScheme::RunnerContract, &j, 1, SPAN_QUEUE).trace_id,
+            sha.trace_id
+        );
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        hex::encode(bytes)
     }
 
     #[test]

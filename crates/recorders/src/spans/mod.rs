@@ -1,38 +1,49 @@
 //! OpenTelemetry job spans: per completed job, its queue, startup and execution phases as
 //! spans that join the workflow's trace, exported in the background over OTLP/HTTP.
 //!
+//! - [`attempts`]: the run-attempt lookup seam ([`RunAttemptLookup`]), lookups from a job's
+//!   start to its completion, and the attempts resolved per run ([`JobTraceIds`]).
 //! - [`ids`]: deterministic trace, parent and span ids ([`IdScheme`]).
 //! - [`build`]: a completed job as span data, with its attributes.
 //! - [`export`]: the bounded queue, the batching task, the OTLP exporter and the
 //!   `gha_listener_spans_*` counters.
 //! - [`settings`]: the collector endpoint and tuning, from the config and the environment.
 
+mod attempts;
 mod build;
 mod export;
 mod ids;
 mod settings;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use github_client::{JobCompleted, JobStarted, RunnerScaleSetStatistic};
 use opentelemetry_sdk::trace::SpanExporter;
 use prometheus::Registry;
 
+pub use attempts::{JobTraceIds, RUN_ATTEMPT_WAIT, RunAttemptLookup};
 pub use build::map_job_result;
-pub use ids::{IdScheme, JobSpanIds, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, job_span_ids};
+pub use ids::{
+    IdScheme, JobSpanIds, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, UNKNOWN_ATTEMPT, job_span_ids,
+    run_trace_id,
+};
 pub use settings::OtelSettings;
 
+use attempts::RunAttempts;
 use build::SpanBuilder;
-use export::{ExportQueue, PipelineMetrics};
+use export::{ExportQueue, PendingJob, PipelineMetrics};
 
 use crate::labels::ScaleSetLabels;
 use crate::{Recorder, RecorderError};
 
-/// Records job spans: `record_job_completed` builds the spans and only enqueues them; a
-/// background task batches and exports them.
+/// Records job spans: `record_job_started` starts the run-attempt lookup (when one is set),
+/// `record_job_completed` builds the spans, or queues the job until its attempt is known,
+/// and only enqueues; a background task batches and exports them.
 pub struct SpanRecorder {
-    spans: SpanBuilder,
+    spans: Arc<SpanBuilder>,
     export: ExportQueue,
+    attempts: RunAttempts,
 }
 
 impl std::fmt::Debug for SpanRecorder {
@@ -71,10 +82,37 @@ impl SpanRecorder {
         metrics: PipelineMetrics,
         runtime: &tokio::runtime::Handle,
     ) -> SpanRecorder {
+        let spans = Arc::new(SpanBuilder::new(settings.id_scheme, &settings.server_url));
+        let attempts = RunAttempts::new(
+            settings.id_scheme,
+            metrics.run_attempt_lookups.clone(),
+            runtime.clone(),
+        );
         SpanRecorder {
-            spans: SpanBuilder::new(settings.id_scheme, &settings.server_url),
-            export: ExportQueue::start(exporter, settings, metrics, runtime),
+            export: ExportQueue::start(
+                exporter,
+                settings,
+                metrics,
+                spans.clone(),
+                attempts.trace_ids.clone(),
+                runtime,
+            ),
+            spans,
+            attempts,
         }
+    }
+
+    /// Resolve run attempts with `lookup` from now on (without one, every span is in
+    /// attempt 1). Set once; later calls are ignored.
+    pub fn set_run_attempt_lookup(&self, lookup: Arc<dyn RunAttemptLookup>) {
+        if !self.attempts.set_lookup(lookup) {
+            tracing::warn!("a run-attempt lookup was already set; keeping the first");
+        }
+    }
+
+    /// The trace ids of jobs' runs as the exported spans use them, for exemplars.
+    pub fn trace_ids(&self) -> JobTraceIds {
+        self.attempts.trace_ids.clone()
     }
 
     /// Stop accepting spans, export what is queued, and return within `timeout`; spans
@@ -87,10 +125,24 @@ impl SpanRecorder {
 impl Recorder for SpanRecorder {
     fn record_static(&self, _: i32, _: i32) {}
     fn record_statistics(&self, _: &RunnerScaleSetStatistic) {}
-    fn record_job_started(&self, _: &JobStarted) {}
+    fn record_job_started(&self, job: &JobStarted) {
+        self.attempts.on_started(&job.common);
+    }
     fn record_job_completed(&self, job: &JobCompleted) {
-        for span in self.spans.job_spans(job) {
-            self.export.enqueue(span);
+        match self.attempts.on_completed(&job.common) {
+            Some(attempt) => self.export.enqueue_job(
+                PendingJob {
+                    job: job.clone(),
+                    attempt,
+                    deadline: tokio::time::Instant::now() + RUN_ATTEMPT_WAIT,
+                },
+                SpanBuilder::span_count(job),
+            ),
+            None => {
+                for span in self.spans.job_spans(job, ids::UNKNOWN_ATTEMPT) {
+                    self.export.enqueue(span);
+                }
+            }
         }
     }
     fn record_desired_runners(&self, _: i32) {}

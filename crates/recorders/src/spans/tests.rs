@@ -87,7 +87,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
         &settings(IdScheme::OtelExplorer),
         &registry,
     );
-    let spans = r.spans.job_spans(&completed("failed"));
+    let spans = r.spans.job_spans(&completed("failed"), 1);
     assert_eq!(
         spans.iter().map(|s| s.name.as_ref()).collect::<Vec<_>>(),
         [SPAN_QUEUE, SPAN_STARTUP, SPAN_EXECUTION]
@@ -183,7 +183,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
     assert_eq!(spans[0].status, Status::Unset);
     assert!(attr(&spans[0], "github.conclusion").is_none());
 
-    let ok = r.spans.job_spans(&completed("succeeded"));
+    let ok = r.spans.job_spans(&completed("succeeded"), 1);
     assert_eq!(ok[2].status, Status::Unset);
     assert_eq!(
         attr(&ok[2], "cicd.pipeline.task.run.result"),
@@ -202,7 +202,7 @@ async fn spans_are_skipped_when_a_time_is_missing() {
     );
     let names = |job: &JobCompleted| -> Vec<String> {
         r.spans
-            .job_spans(job)
+            .job_spans(job, 1)
             .iter()
             .map(|s| s.name.to_string())
             .collect()
@@ -221,7 +221,7 @@ async fn spans_are_skipped_when_a_time_is_missing() {
     assert_eq!(names(&job), [SPAN_EXECUTION]);
     assert!(names(&JobCompleted::default()).is_empty());
     // Cancelled executions are not errors.
-    let spans = r.spans.job_spans(&completed("canceled"));
+    let spans = r.spans.job_spans(&completed("canceled"), 1);
     assert_eq!(spans[2].status, Status::Unset);
     assert_eq!(
         attr(&spans[2], "cicd.pipeline.task.run.result"),
@@ -295,4 +295,149 @@ async fn a_hung_exporter_neither_blocks_records_nor_shutdown() {
         m.dropped_queue_full.get() + m.dropped_shutdown.get() + m.failed.get(),
         3000
     );
+}
+
+/// Answers each run's attempt from a table once `release` is notified (or at once).
+struct ScriptedLookup {
+    attempts: HashMap<i64, u32>,
+    calls: Arc<AtomicUsize>,
+    gate: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl RunAttemptLookup for ScriptedLookup {
+    fn resolve(
+        &self,
+        _owner: &str,
+        _repo: &str,
+        run_id: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = github_client::ResolvedAttempt> + Send>>
+    {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let outcome = match self.attempts.get(&run_id) {
+            Some(n) => github_client::RunAttemptOutcome::Ok(*n),
+            None => github_client::RunAttemptOutcome::NotFound,
+        };
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            github_client::ResolvedAttempt {
+                outcome,
+                cached: false,
+            }
+        })
+    }
+}
+
+fn job_of_run(run: i64, request_id: i64) -> JobCompleted {
+    let mut job = completed("succeeded");
+    job.common.workflow_run_id = run;
+    job.common.runner_request_id = request_id;
+    job.common.job_id = format!("{}", 1000 + request_id);
+    job
+}
+
+fn started_of(job: &JobCompleted) -> github_client::JobStarted {
+    github_client::JobStarted {
+        common: job.common.clone(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn spans_use_the_attempt_looked_up_at_the_start_in_both_schemes() {
+    for scheme in [IdScheme::OtelExplorer, IdScheme::RunnerContract] {
+        let exporter = FakeExporter::default();
+        let registry = Registry::new();
+        let r = recorder(exporter.clone(), &settings(scheme), &registry);
+        let calls = Arc::new(AtomicUsize::new(0));
+        r.set_run_attempt_lookup(Arc::new(ScriptedLookup {
+            attempts: HashMap::from([(200, 2), (300, 3)]),
+            calls: calls.clone(),
+            gate: None,
+        }));
+        let (two, three, unknown) = (job_of_run(200, 1), job_of_run(300, 2), job_of_run(400, 3));
+        for job in [&two, &three, &unknown] {
+            r.record_job_started(&started_of(job));
+        }
+        for job in [&two, &three, &unknown] {
+            r.record_job_completed(job);
+        }
+        // A completion whose start was not seen looks up then.
+        r.record_job_completed(&job_of_run(300, 9));
+        // Shutdown ends the waits at once; wait until the background export has them all.
+        while exporter.spans.lock().unwrap().len() < 12 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        r.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let spans = exporter.spans.lock().unwrap().clone();
+        assert_eq!(spans.len(), 12);
+        for (job, attempt) in [(&two, 2), (&three, 3), (&unknown, 1)] {
+            let want = job_span_ids(scheme, &job.common, attempt, SPAN_EXECUTION);
+            let span = spans
+                .iter()
+                .find(|s| s.span_context.span_id() == want.span_id)
+                .unwrap_or_else(|| {
+                    panic!("{scheme}: no span of run {}", job.common.workflow_run_id)
+                });
+            assert_eq!(span.span_context.trace_id(), want.trace_id);
+            assert_eq!(span.parent_span_id, want.parent_span_id);
+            assert_eq!(
+                attr(span, "github.run_attempt"),
+                Some(&Value::I64(i64::from(attempt)))
+            );
+            let url = format!(
+                "https://github.com/acme/widgets/actions/runs/{}/attempts/{attempt}",
+                job.common.workflow_run_id
+            );
+            assert_eq!(
+                attr(span, "cicd.pipeline.run.url.full").map(|v| v.as_str().into_owned()),
+                Some(url)
+            );
+        }
+        assert_eq!(
+            r.trace_ids().trace_id(300),
+            run_trace_id(scheme, 300, 3),
+            "exemplars use the resolved attempt"
+        );
+        let m = &r.export.metrics.run_attempt_lookups;
+        assert_eq!(m.with_label_values(&["ok"]).get(), 3);
+        assert_eq!(m.with_label_values(&["not_found"]).get(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lookup_that_never_answers_gives_attempt_one_after_the_wait() {
+    let exporter = FakeExporter::default();
+    let registry = Registry::new();
+    let r = recorder(
+        exporter.clone(),
+        &settings(IdScheme::OtelExplorer),
+        &registry,
+    );
+    let gate = Arc::new(tokio::sync::Notify::new());
+    r.set_run_attempt_lookup(Arc::new(ScriptedLookup {
+        attempts: HashMap::from([(200, 2)]),
+        calls: Arc::default(),
+        gate: Some(gate.clone()),
+    }));
+    let job = job_of_run(200, 1);
+    let before = tokio::time::Instant::now();
+    r.record_job_started(&started_of(&job));
+    r.record_job_completed(&job);
+    assert_eq!(r.export.metrics.pending.get(), 3, "counted while it waits");
+    // Paused time: the wait's deadline passes as soon as everything else is idle.
+    while exporter.spans.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(tokio::time::Instant::now() >= before + RUN_ATTEMPT_WAIT);
+    let span = exporter.spans.lock().unwrap()[0].clone();
+    assert_eq!(
+        span.span_context.trace_id(),
+        run_trace_id(IdScheme::OtelExplorer, 200, 1)
+    );
+    r.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(r.export.metrics.pending.get(), 0);
 }

@@ -10,6 +10,8 @@
 //! - **The message queue** each session points at: a long-polling `GET` (200 with the next
 //!   message, 202 after [`FakeActionsConfig::long_poll_hold`]) and `DELETE` to acknowledge.
 //!   A message is redelivered with the same id until acknowledged.
+//! - **Workflow runs**: `GET /repos/{owner}/{repo}/actions/runs/{id}` with `run_attempt`
+//!   ([`FakeActions::set_run_attempt`]) and optional rate-limit headers ([`FakeRateLimit`]).
 //! - **A job model**: jobs are queued, acquired (assigned), started and completed; every
 //!   transition appends a job message to the queue, pending job messages are batched into one
 //!   queue message, and statistics are computed from the model when they are sent.
@@ -35,6 +37,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+pub use server::runs::FakeRateLimit;
 use state::State;
 
 use crate::faults::{Effect, Outcome};
@@ -172,6 +175,8 @@ pub enum Endpoint {
     GetMessage,
     DeleteMessage,
     AcquireJobs,
+    /// GitHub REST `GET /repos/{owner}/{repo}/actions/runs/{run_id}`.
+    WorkflowRun,
 }
 
 /// A fault for the next `times` requests to an endpoint. The `delay` (if any) comes first;
@@ -461,6 +466,17 @@ impl FakeActions {
             .state()
             .faults
             .push(endpoint, effect, Some(fault.times));
+    }
+
+    /// The run's `run_attempt` as the runs endpoint answers it (default 1).
+    pub fn set_run_attempt(&self, run_id: i64, attempt: u32) {
+        self.inner.state().runs.attempts.insert(run_id, attempt);
+    }
+
+    /// Answer the runs endpoint with these rate-limit headers, spending one per answer
+    /// (`None`: no headers).
+    pub fn set_rate_limit(&self, limit: Option<FakeRateLimit>) {
+        self.inner.state().runs.rate_limit = limit;
     }
 
     /// Remove every pending fault.

@@ -2,7 +2,7 @@
 //!
 //! Submodules: `routes` (matching by hand), `responses` (REST and Actions error shapes),
 //! and the handlers per endpoint group: `rest` (App tokens, registration tokens, runner
-//! registration), `sessions` (sessions and `acquirejobs`), `queue` (the message queue).
+//! registration), `sessions` (sessions and `acquirejobs`), `runs` (workflow runs' attempts), `queue` (the message queue).
 //! A fault can drop a connection: the service returns an error, which makes hyper close
 //! it without answering.
 
@@ -10,6 +10,7 @@ mod queue;
 mod responses;
 mod rest;
 mod routes;
+pub(crate) mod runs;
 mod sessions;
 
 use std::sync::Arc;
@@ -188,6 +189,11 @@ async fn handle(
             session_id,
             message_id,
         } => call.delete_message(&session_id, &message_id),
+        Route::WorkflowRun {
+            owner,
+            repo,
+            run_id,
+        } => call.workflow_run(&owner, &repo, &run_id),
         Route::NotFound(Style::Rest) => rest_error(StatusCode::NOT_FOUND, "Not Found"),
         Route::NotFound(Style::Actions) => actions_error(
             StatusCode::NOT_FOUND,

@@ -101,6 +101,7 @@ pub(crate) struct State {
     pub(crate) registered_urls: Vec<String>,
     pub(crate) stats: FakeStats,
     pub(crate) registered_runners: i64,
+    pub(crate) runs: super::server::runs::WorkflowRuns,
 
     jobs: HashMap<i64, Job>,
     available: i64,
@@ -154,6 +155,7 @@ impl State {
             registered_urls: Vec::new(),
             stats: FakeStats::default(),
             registered_runners: 0,
+            runs: Default::default(),
             jobs: HashMap::new(),
             available: 0,
             acquired: 0,

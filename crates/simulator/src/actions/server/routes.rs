@@ -40,6 +40,11 @@ pub(super) enum Route {
         session_id: String,
         message_id: String,
     },
+    WorkflowRun {
+        owner: String,
+        repo: String,
+        run_id: String,
+    },
     NotFound(Style),
 }
 
@@ -55,15 +60,17 @@ impl Route {
             Route::AcquireJobs { .. } => Endpoint::AcquireJobs,
             Route::GetMessage { .. } => Endpoint::GetMessage,
             Route::DeleteMessage { .. } => Endpoint::DeleteMessage,
+            Route::WorkflowRun { .. } => Endpoint::WorkflowRun,
             Route::NotFound(_) => return None,
         })
     }
 
     pub(super) fn style(&self) -> Style {
         match self {
-            Route::AppToken { .. } | Route::RegistrationToken(_) | Route::RunnerRegistration => {
-                Style::Rest
-            }
+            Route::AppToken { .. }
+            | Route::RegistrationToken(_)
+            | Route::RunnerRegistration
+            | Route::WorkflowRun { .. } => Style::Rest,
             Route::NotFound(style) => *style,
             _ => Style::Actions,
         }
@@ -117,6 +124,13 @@ pub(super) fn route(inner: &Inner, method: &Method, path: &str) -> Route {
         ["api", "v3", rest @ ..] => rest,
         rest => rest,
     };
+    if let (&Method::GET, ["repos", owner, repo, "actions", "runs", run_id]) = (method, rest) {
+        return Route::WorkflowRun {
+            owner: (*owner).to_owned(),
+            repo: (*repo).to_owned(),
+            run_id: (*run_id).to_owned(),
+        };
+    }
     if method != Method::POST {
         return Route::NotFound(Style::Rest);
     }
