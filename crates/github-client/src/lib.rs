@@ -13,6 +13,7 @@
 //! - `registration`: the GitHub REST chain behind it (installation token, registration
 //!   token, runner registration).
 //! - `auth`: PAT and GitHub App credentials, the App JWT.
+//! - `scale_set`: [`RunnerScaleSet`], read by the preflight check (no session).
 //! - `session`: [`MessageSession`]: create (waiting out a 409), poll, ack, acquire, close.
 //! - [`messages`]: typed queue messages.
 //! - `error`: [`Error`], classified by [`retry::Classify`].
@@ -27,6 +28,7 @@ pub mod messages;
 mod net;
 mod registration;
 mod retry;
+mod scale_set;
 mod secret;
 mod session;
 
@@ -40,5 +42,6 @@ pub use messages::{
 };
 pub use net::{ProxyConfig, tls_config};
 pub use retry::{ClientMetrics, RetryPolicy};
+pub use scale_set::RunnerScaleSet;
 pub use secret::SecretString;
 pub use session::{HEADER_SCALE_SET_MAX_CAPACITY, MessageSession};

@@ -36,9 +36,9 @@ pub use metrics::{
     DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT, KNOWN_LABELS, PrometheusRecorder, RecorderOptions,
     default_metrics_config,
 };
-pub use server::{MetricsServer, Readiness};
+pub use server::{MetricsServer, Readiness, listen_addr};
 pub use spans::{
-    IdScheme, JobSpanIds, OtelSettings, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder,
+    IdScheme, JobSpanIds, OtelSettings, ProbeError, probe_collector, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder,
     job_span_ids, map_job_result,
 };
 

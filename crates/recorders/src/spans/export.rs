@@ -191,7 +191,7 @@ fn resource(settings: &OtelSettings, labels: &ScaleSetLabels) -> Resource {
 
 /// A reqwest client over rustls with the ring provider, trusting the platform roots and
 /// the Mozilla roots.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, RecorderError> {
+pub(super) fn http_client(timeout: Duration) -> Result<reqwest::Client, RecorderError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();

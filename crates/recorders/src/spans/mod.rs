@@ -5,11 +5,13 @@
 //! - [`build`]: a completed job as span data, with its attributes.
 //! - [`export`]: the bounded queue, the batching task, the OTLP exporter and the
 //!   `gha_listener_spans_*` counters.
+//! - [`probe`]: one empty export request, for `ghalistener check`.
 //! - [`settings`]: the collector endpoint and tuning, from the config and the environment.
 
 mod build;
 mod export;
 mod ids;
+mod probe;
 mod settings;
 
 use std::time::Duration;
@@ -20,6 +22,7 @@ use prometheus::Registry;
 
 pub use build::map_job_result;
 pub use ids::{IdScheme, JobSpanIds, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, job_span_ids};
+pub use probe::{ProbeError, probe_collector};
 pub use settings::OtelSettings;
 
 use build::SpanBuilder;

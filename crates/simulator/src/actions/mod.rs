@@ -172,6 +172,8 @@ pub enum Endpoint {
     GetMessage,
     DeleteMessage,
     AcquireJobs,
+    /// `GET runnerscalesets/{id}` (read by `ghalistener check`).
+    GetScaleSet,
 }
 
 /// A fault for the next `times` requests to an endpoint. The `delay` (if any) comes first;
