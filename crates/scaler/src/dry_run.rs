@@ -5,11 +5,11 @@
 
 use kube::api::{Patch, PatchParams};
 
+use crate::RunnerJobStatus;
 use crate::error::ScalerError;
 use crate::resources::{EphemeralRunnerJobStatus, RunnerStatusPatch, ScalePatch};
 use crate::scaler::{EphemeralRunnerSetScaler, Failure};
 use crate::state::ScaleDecision;
-use crate::RunnerJobStatus;
 
 /// A runner name no controller creates (ARC's are `{set}-runner-{suffix}`): its status
 /// patch is answered 404 after authorization when the right is there, 403 when not.
@@ -92,10 +92,9 @@ impl EphemeralRunnerSetScaler {
                 reason,
                 message,
             }) => Err(failed(Some(code), format!("{code} {reason}: {message}"))),
-            Err(Failure::Exhausted { attempts, last }) => Err(failed(
-                None,
-                format!("{attempts} attempts, last: {last}"),
-            )),
+            Err(Failure::Exhausted { attempts, last }) => {
+                Err(failed(None, format!("{attempts} attempts, last: {last}")))
+            }
         }
     }
 }

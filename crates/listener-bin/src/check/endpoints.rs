@@ -10,6 +10,8 @@ use crate::settings::Settings;
 
 const OTLP: &str = "otlp";
 const METRICS: &str = "metrics-addr";
+/// This module's checks, in the order they run.
+pub const NAMES: &[&str] = &[OTLP, METRICS];
 /// Bound on the `/healthz` probe of a listener already bound to the metrics address.
 const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,7 +37,10 @@ pub async fn otlp(settings: &Settings) -> Check {
 
 pub async fn metrics(settings: &Settings) -> Check {
     let Some(metrics) = &settings.metrics else {
-        return Check::skip(METRICS, "config key `metrics_addr` is empty: no metrics server");
+        return Check::skip(
+            METRICS,
+            "config key `metrics_addr` is empty: no metrics server",
+        );
     };
     let bind = match recorders::listen_addr(&metrics.addr) {
         Ok(bind) => bind,

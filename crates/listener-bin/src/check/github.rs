@@ -11,6 +11,13 @@ const CREDENTIALS: &str = "credentials";
 const REGISTRATION_TOKEN: &str = "github-registration-token";
 const RUNNER_REGISTRATION: &str = "actions-service";
 const SCALE_SET: &str = "scale-set";
+/// This module's checks, in the order they run.
+pub const NAMES: &[&str] = &[
+    CREDENTIALS,
+    REGISTRATION_TOKEN,
+    RUNNER_REGISTRATION,
+    SCALE_SET,
+];
 
 /// The credentials read, then GitHub asked for a registration token, the Actions
 /// service connection, and the scale set; a failure skips what depends on it.
@@ -18,7 +25,7 @@ pub async fn checks(settings: &Settings) -> Vec<Check> {
     let config = &settings.config;
     let mut checks = Vec::new();
     let skip_rest = |checks: &mut Vec<Check>, from: usize, why: &str| {
-        for name in &[REGISTRATION_TOKEN, RUNNER_REGISTRATION, SCALE_SET][from..] {
+        for &name in &NAMES[1 + from..] {
             checks.push(Check::skip(name, format!("not checked: {why}")));
         }
     };
@@ -114,7 +121,9 @@ pub async fn checks(settings: &Settings) -> Vec<Check> {
 /// What an operator changes for each way GitHub can fail.
 fn fix_for(error: &Error) -> &'static str {
     match error {
-        Error::ConfigUrl(_) => "config key `configure_url` must be https://<github host>/<enterprises/name | org | org/repo>",
+        Error::ConfigUrl(_) => {
+            "config key `configure_url` must be https://<github host>/<enterprises/name | org | org/repo>"
+        }
         Error::InvalidConfig { .. } => {
             "check `server_root_ca` (PEM), `github_app_private_key` (PEM) and the proxy variables (https_proxy, no_proxy)"
         }

@@ -12,6 +12,8 @@ use crate::config::Config;
 const CLIENT: &str = "kubernetes-config";
 const SET_PATCH: &str = "kubernetes-set-patch";
 const RUNNER_STATUS_PATCH: &str = "kubernetes-runner-status-patch";
+/// This module's checks, in the order they run.
+pub const NAMES: &[&str] = &[CLIENT, SET_PATCH, RUNNER_STATUS_PATCH];
 
 pub async fn checks(config: &Config) -> Vec<Check> {
     let namespace = &config.ephemeral_runner_set_namespace;

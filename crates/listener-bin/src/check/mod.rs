@@ -87,14 +87,11 @@ pub async fn run() -> Report {
         Err(check) => {
             let mut checks = vec![check];
             checks.extend(
-                [
-                    "credentials",
-                    "github",
-                    "kubernetes",
-                    "otlp",
-                    "metrics-addr",
-                ]
-                .map(|name| Check::skip(name, "not checked: the config is not valid")),
+                github::NAMES
+                    .iter()
+                    .chain(kubernetes::NAMES)
+                    .chain(endpoints::NAMES)
+                    .map(|&name| Check::skip(name, "not checked: the config is not valid")),
             );
             return Report::new(checks);
         }
@@ -120,7 +117,9 @@ fn settings() -> Result<Settings, Check> {
         return Err(Check::fail(
             CONFIG,
             format!("{CONFIG_PATH_ENV} is not set"),
-            format!("set {CONFIG_PATH_ENV} to the path of ARC's config.json (as in the listener pod)"),
+            format!(
+                "set {CONFIG_PATH_ENV} to the path of ARC's config.json (as in the listener pod)"
+            ),
         ));
     };
     let config = Config::load(&path).map_err(|e| {

@@ -80,7 +80,11 @@ impl Report {
                 Status::Fail => "FAIL",
                 Status::Skip => "skip",
             };
-            out.push_str(&format!("{label} {}: {}", check.name, one_line(&check.detail)));
+            out.push_str(&format!(
+                "{label} {}: {}",
+                check.name,
+                one_line(&check.detail)
+            ));
             if let Some(fix) = &check.fix {
                 out.push_str(&format!("; fix: {}", one_line(fix)));
             }
@@ -97,7 +101,8 @@ impl Report {
 
     pub fn json(&self) -> String {
         // A struct of strings, enums and bools always serializes.
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"))
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"))
     }
 }
 
@@ -120,7 +125,10 @@ mod tests {
         assert!(!report.ok);
         let text = report.text();
         assert_eq!(text.lines().count(), 4, "{text}");
-        assert!(text.contains("FAIL scale-set: not found; fix: set the id"), "{text}");
+        assert!(
+            text.contains("FAIL scale-set: not found; fix: set the id"),
+            "{text}"
+        );
         let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(json["ok"], false);
         assert_eq!(json["checks"][1]["status"], "fail");

@@ -39,13 +39,10 @@ pub async fn probe_collector(settings: &OtelSettings) -> Result<u16, ProbeError>
     for (name, value) in &settings.headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| ProbeError::Unreachable {
-            endpoint: endpoint.clone(),
-            reason: error_chain(&e.without_url()),
-        })?;
+    let response = request.send().await.map_err(|e| ProbeError::Unreachable {
+        endpoint: endpoint.clone(),
+        reason: error_chain(&e.without_url()),
+    })?;
     let status = response.status().as_u16();
     if response.status().is_success() {
         Ok(status)

@@ -237,7 +237,7 @@ fn validate(resource: &str, name: &str, object: &Value) -> Option<Response<Full<
 }
 
 /// `dryRun=All` as the API server reads it: the only value allowed; anything else is 400.
-fn dry_run(query: &str) -> Result<bool, Response<Full<Bytes>>> {
+fn dry_run(query: &str) -> Result<bool, String> {
     let values: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
         .filter(|(k, _)| k == "dryRun")
         .map(|(_, v)| v.into_owned())
@@ -246,11 +246,14 @@ fn dry_run(query: &str) -> Result<bool, Response<Full<Bytes>>> {
         [] => Ok(false),
         values if values.iter().all(|v| v == "All") => Ok(true),
         values => {
-            let bad = values.iter().find(|v| *v != "All").cloned().unwrap_or_default();
-            let message = format!(
+            let bad = values
+                .iter()
+                .find(|v| *v != "All")
+                .cloned()
+                .unwrap_or_default();
+            Err(format!(
                 "Invalid value: \"{bad}\": supported values: \"All\""
-            );
-            Err(status_response(400, "BadRequest", &message, None))
+            ))
         }
     }
 }
@@ -291,7 +294,7 @@ fn process(
     };
     let dry_run = match dry_run(query) {
         Ok(dry_run) => dry_run,
-        Err(invalid) => return invalid,
+        Err(message) => return status_response(400, "BadRequest", &message, None),
     };
 
     // Only merge patches: custom resources have no strategic merge patch, and this fake
