@@ -38,8 +38,9 @@ pub use metrics::{
 };
 pub use server::{MetricsServer, Readiness, listen_addr};
 pub use spans::{
-    IdScheme, JobSpanIds, OtelSettings, ProbeError, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP,
-    SpanRecorder, job_span_ids, map_job_result, probe_collector,
+    ClientIdentity, IdScheme, JobSpanIds, OtelSettings, OtlpCompression, OtlpProtocol,
+    OtlpTransport, ProbeError, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder,
+    job_span_ids, map_job_result, probe_collector,
 };
 
 /// The Go listener's metrics-recorder hooks.

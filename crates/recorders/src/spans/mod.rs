@@ -23,7 +23,7 @@ use prometheus::Registry;
 pub use build::map_job_result;
 pub use ids::{IdScheme, JobSpanIds, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, job_span_ids};
 pub use probe::{ProbeError, probe_collector};
-pub use settings::OtelSettings;
+pub use settings::{ClientIdentity, OtelSettings, OtlpCompression, OtlpProtocol, OtlpTransport};
 
 use build::SpanBuilder;
 use export::{ExportQueue, PipelineMetrics};

@@ -1,8 +1,9 @@
 //! One empty OTLP export request, for the preflight check: an empty protobuf
-//! `ExportTraceServiceRequest` is zero bytes, which every collector accepts with 2xx. It
+//! `ExportTraceServiceRequest` is zero bytes (`{}` in JSON), which every collector accepts
+//! with 2xx. It
 //! goes through the exporter's own HTTP client, so TLS and headers are the ones spans get.
 
-use super::OtelSettings;
+use super::{OtelSettings, OtlpProtocol};
 use super::export::http_client;
 
 /// Why the collector did not accept the empty export. Never holds a header value.
@@ -30,12 +31,17 @@ impl retry::Classify for ProbeError {
 
 /// POST an empty export to `settings.endpoint`; `Ok(status)` when answered 2xx.
 pub async fn probe_collector(settings: &OtelSettings) -> Result<u16, ProbeError> {
-    let client = http_client(settings.timeout)?;
+    let client = http_client(settings)?;
     let endpoint = settings.endpoint.to_string();
+    // The empty request in the configured encoding (uncompressed: collectors take both).
+    let (content_type, body) = match settings.transport.protocol {
+        OtlpProtocol::HttpProtobuf => ("application/x-protobuf", Vec::new()),
+        OtlpProtocol::HttpJson => ("application/json", b"{}".to_vec()),
+    };
     let mut request = client
         .post(settings.endpoint.clone())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(Vec::new());
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(body);
     for (name, value) in &settings.headers {
         request = request.header(name.as_str(), value.as_str());
     }
