@@ -148,9 +148,7 @@ impl OtlpSink {
 
     /// `(certificate, private key)` PEM of a client the mTLS mode accepts.
     pub fn client_pem(&self) -> Option<(&str, &str)> {
-        self.tls
-            .as_ref()
-            .map(|t| (t.1.0.as_str(), t.1.1.as_str()))
+        self.tls.as_ref().map(|t| (t.1.0.as_str(), t.1.1.as_str()))
     }
 
     /// Every export request, in arrival order.
