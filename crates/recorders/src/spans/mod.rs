@@ -63,6 +63,8 @@ impl SpanRecorder {
             endpoint = %settings.endpoint,
             id_scheme = %settings.id_scheme,
             service_name = %settings.service_name,
+            protocol = ?settings.transport.protocol,
+            compression = ?settings.transport.compression,
             "exporting job spans"
         );
         Ok(Self::with_exporter(exporter, &settings, metrics, &runtime))
