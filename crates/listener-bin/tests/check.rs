@@ -200,6 +200,26 @@ async fn a_set_the_role_does_not_cover_fails_naming_the_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_runner_status_fails_naming_the_subresource() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = OtlpSink::start().await.unwrap();
+    let env = environment(dir.path(), &sink).await;
+    env.kube.grant_runner_status(false);
+
+    let (code, output) = run_check(&env, &[]).await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        line(&output, "kubernetes-set-patch").starts_with("ok"),
+        "{output}"
+    );
+    let failed = line(&output, "kubernetes-runner-status-patch");
+    assert!(
+        failed.starts_with("FAIL") && failed.contains("ephemeralrunners/status"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_scale_set_id_fails_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let sink = OtlpSink::start().await.unwrap();
