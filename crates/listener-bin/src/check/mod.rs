@@ -42,8 +42,7 @@ pub fn parse_args(args: &[String]) -> Result<Format, String> {
         [] => Ok(Format::Text),
         [flag] if flag == "--json" => Ok(Format::Json),
         other => Err(format!(
-            "usage: ghalistener check [--json] (unexpected argument {:?})",
-            other.iter().find(|a| *a != "--json").unwrap_or(&other[0])
+            "usage: ghalistener check [--json] (unexpected arguments {other:?})"
         )),
     }
 }
@@ -136,4 +135,19 @@ fn settings() -> Result<Settings, Check> {
             "correct the named key or environment variable",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_is_an_option() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(parse_args(&args(&[])), Ok(Format::Text));
+        assert_eq!(parse_args(&args(&["--json"])), Ok(Format::Json));
+        let err = parse_args(&args(&["--jsn"])).unwrap_err();
+        assert!(err.contains("usage") && err.contains("--jsn"), "{err}");
+        assert!(parse_args(&args(&["--json", "x"])).is_err());
+    }
 }
