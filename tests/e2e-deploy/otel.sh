@@ -3,7 +3,8 @@
 # loopback; its debug output must show runner.queue, runner.startup and runner.execution with
 # the trace, parent and span ids the id scheme derives from each job. Run once per scheme:
 # otel-explorer through OTEL_ENDPOINT=host:port, runner-contract through
-# OTEL_EXPORTER_OTLP_ENDPOINT=http://host:port (the standard variable).
+# OTEL_EXPORTER_OTLP_ENDPOINT=http://host:port (the standard variables), gzip-compressed
+# (OTEL_EXPORTER_OTLP_COMPRESSION=gzip): the collector must decompress every export.
 source "$(dirname "$0")/common.sh"
 
 ROTEL="$("$PY" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
@@ -37,7 +38,8 @@ run_scheme() {
     if [ "$mode" = seed ]; then
         endpoint_env=(OTEL_ENDPOINT="127.0.0.1:$http_port" OTEL_EXPORTER_OTLP_INSECURE=true)
     else
-        endpoint_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$http_port")
+        endpoint_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$http_port"
+            OTEL_EXPORTER_OTLP_COMPRESSION=gzip)
     fi
     start_listener "otel-$scheme" "$SIM_DIR/config.json" \
         "${endpoint_env[@]}" GHALISTENER_OTEL_ID_SCHEME="$scheme" OTEL_SERVICE_NAME=ghalistener-e2e
@@ -51,6 +53,11 @@ run_scheme() {
     sleep 1
     "$PY" tests/e2e-deploy/check_otel.py --output "$out" --scheme "$scheme" --min-jobs "$SIM_COMPLETED"
     grep -q "service.name: Str(ghalistener-e2e)" "$out" || { log "resource service.name not exported"; return 1; }
+    if [ "$mode" = standard ]; then
+        # The spans above arrived gzip-compressed: the exporter says so when it starts.
+        grep -q 'compression=Gzip' "$WORK/otel-$scheme-listener.log" ||
+            { log "the exporter did not use gzip"; return 1; }
+    fi
     stop_simulator
     kill -TERM "$rotel_pid" 2>/dev/null || true
     wait "$rotel_pid" 2>/dev/null || true

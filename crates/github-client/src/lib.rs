@@ -13,6 +13,7 @@
 //! - `registration`: the GitHub REST chain behind it (installation token, registration
 //!   token, runner registration).
 //! - `auth`: PAT and GitHub App credentials, the App JWT.
+//! - `scale_set`: [`RunnerScaleSet`], read by the preflight check (no session).
 //! - `session`: [`MessageSession`]: create (waiting out a 409), poll, ack, acquire, close.
 //! - [`messages`]: typed queue messages.
 //! - `runs`: [`RunAttemptResolver`], the run attempt of a workflow run (cached, rate-limit
@@ -31,6 +32,7 @@ mod net;
 mod registration;
 mod retry;
 mod runs;
+mod scale_set;
 mod secret;
 mod session;
 
@@ -49,5 +51,6 @@ pub use runs::{
     RATE_LIMIT_FLOOR_PERCENT, RUN_ATTEMPT_PERMISSION, RUN_CACHE_CAPACITY, RUN_CACHE_TTL,
     ResolvedAttempt, RunAttemptOutcome, RunAttemptResolver,
 };
+pub use scale_set::RunnerScaleSet;
 pub use secret::SecretString;
 pub use session::{HEADER_SCALE_SET_MAX_CAPACITY, MessageSession};

@@ -719,3 +719,22 @@ fn futures_are_send_and_types_are_sync(
     send(session.acquire_jobs(&[1]));
     send(session.close());
 }
+
+#[tokio::test]
+async fn the_scale_set_is_read_without_a_session() {
+    let fake = start_fake().await;
+    let client = client(&fake, "my-org", options());
+    client.check_registration_token().await.unwrap();
+    let set = client.get_runner_scale_set(1).await.unwrap();
+    assert_eq!(set.id, 1);
+    assert!(
+        !set.name.is_empty() && !set.runner_group_name.is_empty(),
+        "{set:?}"
+    );
+    let missing = client.get_runner_scale_set(999).await.unwrap_err();
+    assert!(
+        matches!(missing, Error::NotFound(_)) && missing.to_string().contains("999"),
+        "{missing}"
+    );
+    assert_eq!(fake.stats().sessions_created, 0);
+}

@@ -1,6 +1,7 @@
 //! `ghalistener`: ARC's scale-set listener, composed from the workspace's crates.
 //!
 //! Layout:
+//! - [`check`]: `ghalistener check`, the side-effect-free preflight;
 //! - [`config`]: ARC's `config.json`, parsed and validated (errors name the key);
 //! - [`credentials`]: where the GitHub credentials come from, read again when rejected;
 //! - [`settings`]: the config plus the environment overrides, resolved once into [`settings::Settings`];
@@ -20,6 +21,7 @@
 
 pub mod actions_source;
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod health;

@@ -1,10 +1,15 @@
-//! `ghalistener`: reads ARC's config from `LISTENER_CONFIG_PATH` and runs the listener.
+//! `ghalistener`: reads ARC's config from `LISTENER_CONFIG_PATH` and runs the listener;
+//! `ghalistener check [--json]` verifies the same setup without side effects.
 
 use std::process::ExitCode;
 
-use listener_bin::{COMMIT, VERSION, app, startup};
+use listener_bin::{COMMIT, VERSION, app, check, startup};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(check::COMMAND) {
+        return check::main(&args[1..]);
+    }
     let Some(started) = startup::config_and_logging() else {
         return ExitCode::FAILURE;
     };

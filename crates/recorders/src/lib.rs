@@ -40,11 +40,12 @@ pub use metrics::{
     DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT, KNOWN_LABELS, PrometheusRecorder, RecorderOptions,
     default_metrics_config,
 };
-pub use server::{MetricsServer, Readiness};
+pub use server::{MetricsServer, Readiness, listen_addr};
 pub use spans::{
-    IdScheme, JobSpanIds, JobTraceIds, OtelSettings, RUN_ATTEMPT_WAIT, RunAttemptLookup,
-    SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, SpanRecorder, UNKNOWN_ATTEMPT, job_span_ids,
-    map_job_result, run_trace_id,
+    ClientIdentity, IdScheme, JobSpanIds, JobTraceIds, OtelSettings, OtlpCompression, OtlpProtocol,
+    OtlpTransport, ProbeError, RUN_ATTEMPT_WAIT, RunAttemptLookup, SPAN_EXECUTION, SPAN_QUEUE,
+    SPAN_STARTUP, SpanRecorder, UNKNOWN_ATTEMPT, job_span_ids, map_job_result, probe_collector,
+    run_trace_id,
 };
 
 /// The Go listener's metrics-recorder hooks.

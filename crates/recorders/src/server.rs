@@ -175,8 +175,9 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `:8080` → `0.0.0.0:8080`; anything else must be `host:port`.
-fn listen_addr(addr: &str) -> Result<String, RecorderError> {
+/// `:8080` → `0.0.0.0:8080`; anything else must be `host:port`. What
+/// [`MetricsServer::start`] binds (public for the preflight check).
+pub fn listen_addr(addr: &str) -> Result<String, RecorderError> {
     let addr = addr.trim();
     let bad = |reason: &str| RecorderError::Address {
         addr: addr.to_owned(),

@@ -35,6 +35,18 @@ pub enum ScalerError {
         reason: String,
         message: String,
     },
+    /// RBAC does not grant `patch` on `ephemeralrunners/status` (found by a dry run).
+    #[error("ServiceAccount lacks `patch` on ephemeralrunners/status in {namespace}: {message}")]
+    RunnerStatusForbidden { namespace: String, message: String },
+    /// A dry-run patch of a runner's status failed for another reason; `code` is `None`
+    /// when every attempt failed transiently.
+    #[error("dry-run patch of EphemeralRunner {namespace}/{runner} status failed: {reason}")]
+    RunnerStatusFailed {
+        namespace: String,
+        runner: String,
+        code: Option<u16>,
+        reason: String,
+    },
     /// Transient failures (connection, timeout, 409, 429, 5xx) on every attempt.
     #[error("patching EphemeralRunnerSet {namespace}/{name} failed {attempts} times, last: {last}")]
     RetriesExhausted {
@@ -57,7 +69,14 @@ impl retry::Classify for ScalerError {
             Self::Rejected { code, .. } => FailureKind::Rejected {
                 status: Some(*code),
             },
-            Self::RetriesExhausted { .. } => FailureKind::Transient { retry_after: None },
+            Self::RunnerStatusForbidden { .. } => FailureKind::Forbidden,
+            Self::RunnerStatusFailed { code: None, .. } | Self::RetriesExhausted { .. } => {
+                FailureKind::Transient { retry_after: None }
+            }
+            Self::RunnerStatusFailed {
+                code: Some(401), ..
+            } => FailureKind::CredentialsRejected,
+            Self::RunnerStatusFailed { code, .. } => FailureKind::Rejected { status: *code },
         }
     }
 }

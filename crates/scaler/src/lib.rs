@@ -5,6 +5,7 @@
 //! - here: the [`Scaler`] trait the listener drives, and [`RunnerJobStatus`].
 //! - `scaler`: [`EphemeralRunnerSetScaler`], the kube-rs client and its one retry loop
 //!   ([`retry::Backoff`] via [`RetryPolicy`]).
+//! - `dry_run`: server-side dry runs of both patches, for `ghalistener check`.
 //! - `state`: [`DesiredCountState`], the Go listener's target and `patchID` arithmetic.
 //! - `resources`: the ARC custom resources and the merge patches sent.
 //! - `error`: [`ScalerError`], classified by [`retry::Classify`].
@@ -41,6 +42,7 @@ pub trait Scaler: Send + Sync {
     fn handle_jobs_started(&self, jobs: Vec<RunnerJobStatus>) -> impl Future<Output = ()> + Send;
 }
 
+mod dry_run;
 mod error;
 mod resources;
 mod scaler;
@@ -50,6 +52,7 @@ mod state;
 mod go_listener_cases;
 
 pub use ::retry::RetryPolicy;
+pub use dry_run::{DRY_RUN_RUNNER_NAME, RunnerStatusRight};
 pub use error::ScalerError;
 pub use resources::{
     EphemeralRunner, EphemeralRunnerJobStatus, EphemeralRunnerSet, EphemeralRunnerSetSpec,

@@ -56,8 +56,8 @@ impl ScalerConfig {
 
 /// Scales an `EphemeralRunnerSet` and writes job details to `EphemeralRunner` statuses.
 pub struct EphemeralRunnerSetScaler {
-    sets: Api<EphemeralRunnerSet>,
-    runners: Api<EphemeralRunner>,
+    pub(crate) sets: Api<EphemeralRunnerSet>,
+    pub(crate) runners: Api<EphemeralRunner>,
     config: ScalerConfig,
     /// Held across the patch so decisions and their patches go out in call order.
     state: tokio::sync::Mutex<DesiredCountState>,
@@ -74,7 +74,7 @@ impl std::fmt::Debug for EphemeralRunnerSetScaler {
 }
 
 /// How one request failed, after classification.
-enum Failure {
+pub(crate) enum Failure {
     /// Retrying cannot help.
     Permanent {
         code: u16,
@@ -190,7 +190,11 @@ impl EphemeralRunnerSetScaler {
 
     /// Runs `op` until it succeeds, fails permanently, or transient failures use up the
     /// retry budget.
-    async fn with_retries<T, F, Fut>(&self, target: &str, mut op: F) -> Result<T, Failure>
+    pub(crate) async fn with_retries<T, F, Fut>(
+        &self,
+        target: &str,
+        mut op: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
@@ -281,38 +285,41 @@ impl EphemeralRunnerSetScaler {
                 );
                 Ok(decision.replicas)
             }
-            Err(Failure::Permanent { code: 401, .. }) => Err(ScalerError::Unauthorized {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            }),
-            Err(Failure::Permanent {
+            Err(failure) => Err(self.set_error(failure)),
+        }
+    }
+
+    /// What a failed request on the set means for the operator.
+    pub(crate) fn set_error(&self, failure: Failure) -> ScalerError {
+        let namespace = self.config.namespace.clone();
+        let name = self.config.name.clone();
+        match failure {
+            Failure::Permanent { code: 401, .. } => ScalerError::Unauthorized { namespace, name },
+            Failure::Permanent {
                 code: 403, message, ..
-            }) => Err(ScalerError::Forbidden {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
+            } => ScalerError::Forbidden {
+                namespace,
+                name,
                 message,
-            }),
-            Err(Failure::Permanent { code: 404, .. }) => Err(ScalerError::NotFound {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            }),
-            Err(Failure::Permanent {
+            },
+            Failure::Permanent { code: 404, .. } => ScalerError::NotFound { namespace, name },
+            Failure::Permanent {
                 code,
                 reason,
                 message,
-            }) => Err(ScalerError::Rejected {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
+            } => ScalerError::Rejected {
+                namespace,
+                name,
                 code,
                 reason,
                 message,
-            }),
-            Err(Failure::Exhausted { attempts, last }) => Err(ScalerError::RetriesExhausted {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
+            },
+            Failure::Exhausted { attempts, last } => ScalerError::RetriesExhausted {
+                namespace,
+                name,
                 attempts,
                 last,
-            }),
+            },
         }
     }
 

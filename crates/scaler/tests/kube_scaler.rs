@@ -599,3 +599,37 @@ fn is_configuration(err: &scaler::ScalerError) -> bool {
             | FailureKind::NotFound
     )
 }
+
+#[tokio::test]
+async fn dry_runs_prove_the_rights_and_change_nothing() {
+    let fake = fake_with_runner("runner-1").await;
+    fake.put_ephemeral_runner_set(NS, SET, 4);
+    let before = fake.get_ephemeral_runner_set(NS, SET).unwrap();
+    let scaler = scaler(&fake, SET, 1, 10).await;
+
+    // Answered as if applied (min_runners), stored as before.
+    assert_eq!(scaler.dry_run_scale().await.unwrap(), 1);
+    assert_eq!(
+        scaler.dry_run_runner_status().await.unwrap(),
+        scaler::RunnerStatusRight::Granted
+    );
+    assert_eq!(fake.get_ephemeral_runner_set(NS, SET).unwrap(), before);
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.query.as_deref().is_some_and(|q| q.contains("dryRun=All"))),
+        "{requests:#?}"
+    );
+    assert!(
+        requests[1]
+            .path
+            .ends_with(&format!("/{}/status", scaler::DRY_RUN_RUNNER_NAME))
+    );
+
+    // A set the Role does not name: Forbidden, as the real patch would be.
+    let other = EphemeralRunnerSetScaler::new(client_for(&fake).await, config("other-set", 0, 1));
+    let err = other.dry_run_scale().await.unwrap_err();
+    assert!(matches!(err, ScalerError::Forbidden { .. }), "{err}");
+    assert_eq!(err.kind(), retry::FailureKind::Forbidden);
+}

@@ -1,6 +1,9 @@
-//! A minimal OTLP/HTTP trace receiver: decodes `ExportTraceServiceRequest` protobufs posted
-//! to `/v1/traces` and keeps the spans, so the demo can print them and tests can assert on
-//! them without a collector.
+//! A minimal OTLP/HTTP trace receiver: decodes `ExportTraceServiceRequest`s posted to
+//! `/v1/traces` (protobuf or JSON, plain or gzip) and keeps the spans, so the demo can print
+//! them and tests can assert on them without a collector. Plain HTTP, TLS with a generated
+//! CA, or mTLS (a client certificate signed by that CA required), as collectors are run.
+
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -39,10 +42,32 @@ impl ReceivedSpan {
     }
 }
 
+/// How one export request came: its media type and content encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedRequest {
+    pub content_type: String,
+    /// `Content-Encoding` (`gzip`), empty when none.
+    pub content_encoding: String,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// How the sink is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkTransport {
+    Http,
+    /// HTTPS with a certificate from a generated CA ([`OtlpSink::ca_pem`]).
+    Https,
+    /// HTTPS that requires a client certificate signed by the same CA
+    /// ([`OtlpSink::client_pem`]).
+    MutualTls,
+}
+
 #[derive(Default)]
 struct Received {
     spans: Mutex<Vec<ReceivedSpan>>,
     requests: Mutex<u64>,
+    log: Mutex<Vec<ReceivedRequest>>,
     arrived: Notify,
 }
 
@@ -52,13 +77,38 @@ pub struct OtlpSink {
     addr: SocketAddr,
     received: Arc<Received>,
     shutdown: watch::Sender<bool>,
+    /// CA, client certificate and key PEM in the TLS modes.
+    tls: Option<Arc<(String, (String, String))>>,
 }
 
 impl OtlpSink {
+    /// Plain HTTP.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(SinkTransport::Http).await
+    }
+
+    pub async fn start_with(transport: SinkTransport) -> anyhow::Result<Self> {
         let received = Arc::new(Received::default());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
+        if transport != SinkTransport::Http {
+            let tls = tls::generate(transport == SinkTransport::MutualTls)?;
+            let (shutdown, rx) = watch::channel(false);
+            let handler_received = Arc::clone(&received);
+            tokio::spawn(crate::accept::serve(
+                "OTLP sink",
+                listener,
+                Some(tokio_rustls::TlsAcceptor::from(tls.config)),
+                rx,
+                move |request| receive_tls(Arc::clone(&handler_received), request),
+            ));
+            return Ok(Self {
+                addr,
+                received,
+                shutdown,
+                tls: Some(Arc::new((tls.ca_pem, tls.client_pem))),
+            });
+        }
         let app = Router::new()
             .route("/v1/traces", post(receive))
             .with_state(Arc::clone(&received));
@@ -80,12 +130,34 @@ impl OtlpSink {
             addr,
             received,
             shutdown,
+            tls: None,
         })
     }
 
-    /// `http://127.0.0.1:PORT`, the base an OTLP/HTTP exporter is pointed at.
+    /// `http://127.0.0.1:PORT` (`https://` in the TLS modes), the base an OTLP/HTTP
+    /// exporter is pointed at.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// PEM of the CA that signed the server (and client) certificate, in the TLS modes.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.0.as_str())
+    }
+
+    /// `(certificate, private key)` PEM of a client the mTLS mode accepts.
+    pub fn client_pem(&self) -> Option<(&str, &str)> {
+        self.tls.as_ref().map(|t| (t.1.0.as_str(), t.1.1.as_str()))
+    }
+
+    /// Every export request, in arrival order.
+    pub fn received_requests(&self) -> Vec<ReceivedRequest> {
+        self.received
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,10 +199,91 @@ impl OtlpSink {
     }
 }
 
-async fn receive(State(received): State<Arc<Received>>, body: Bytes) -> StatusCode {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return StatusCode::BAD_REQUEST;
+async fn receive(
+    State(received): State<Arc<Received>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    store(&received, &headers, body)
+}
+
+/// The TLS modes' handler (the shared accept loop speaks hyper, not axum).
+async fn receive_tls(
+    received: Arc<Received>,
+    request: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<http_body_util::Full<Bytes>>, crate::faults::DropConnection> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = request.into_parts();
+    let status = if parts.method != http::Method::POST || parts.uri.path() != "/v1/traces" {
+        StatusCode::NOT_FOUND
+    } else {
+        match body.collect().await {
+            Ok(body) => store(&received, &parts.headers, body.to_bytes()),
+            Err(_) => StatusCode::BAD_REQUEST,
+        }
     };
+    let mut response = http::Response::new(http_body_util::Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// Decode (gunzip, then protobuf or JSON by media type) and keep the spans; the status to answer.
+fn store(received: &Received, headers: &HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: http::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let content_type = header(http::header::CONTENT_TYPE);
+    let content_encoding = header(http::header::CONTENT_ENCODING);
+    let status = match decode(&content_type, &content_encoding, body) {
+        Ok(request) => {
+            keep_spans(received, request);
+            StatusCode::OK
+        }
+        Err(status) => status,
+    };
+    if let Ok(mut log) = received.log.lock() {
+        log.push(ReceivedRequest {
+            content_type,
+            content_encoding,
+            status: status.as_u16(),
+        });
+    }
+    if let Ok(mut n) = received.requests.lock() {
+        *n += 1;
+    }
+    received.arrived.notify_waiters();
+    status
+}
+
+fn decode(
+    content_type: &str,
+    content_encoding: &str,
+    body: Bytes,
+) -> Result<ExportTraceServiceRequest, StatusCode> {
+    let body = match content_encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => body.to_vec(),
+        "gzip" => {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body.as_ref())
+                .read_to_end(&mut out)
+                .map_err(|_| StatusCode::BAD_REQUEST)?;
+            out
+        }
+        _ => return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    };
+    if content_type.starts_with("application/json") {
+        serde_json::from_slice(&body).map_err(|_| StatusCode::BAD_REQUEST)
+    } else {
+        ExportTraceServiceRequest::decode(body.as_slice()).map_err(|_| StatusCode::BAD_REQUEST)
+    }
+}
+
+fn keep_spans(received: &Received, request: ExportTraceServiceRequest) {
     let mut spans = Vec::new();
     for resource_spans in request.resource_spans {
         let resource = resource_spans
@@ -156,11 +309,6 @@ async fn receive(State(received): State<Arc<Received>>, body: Bytes) -> StatusCo
     if let Ok(mut all) = received.spans.lock() {
         all.extend(spans);
     }
-    if let Ok(mut n) = received.requests.lock() {
-        *n += 1;
-    }
-    received.arrived.notify_waiters();
-    StatusCode::OK
 }
 
 fn key_values(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Vec<(String, String)> {

@@ -1009,3 +1009,48 @@ async fn queue_job_with_explicit_fields() {
     assert_eq!(job["requestLabels"], json!(["a", "b"]));
     fake.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_scale_set_is_read_with_the_admin_token_and_no_session() {
+    let (fake, http) = quick_fake().await;
+    let rest = format!("{}/api/v3", fake.url());
+    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let get = |id: i64, token: &str| {
+        http.get(format!(
+            "{service}_apis/runtime/runnerscalesets/{id}?api-version=6.0-preview"
+        ))
+        .bearer_auth(token)
+        .send()
+    };
+
+    let response = get(1, &admin).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], 1);
+    assert!(
+        body["name"].is_string() && body["runnerGroupName"].is_string(),
+        "{body}"
+    );
+
+    let response = get(999, &admin).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["typeName"]
+            .as_str()
+            .unwrap()
+            .contains("RunnerScaleSetNotFoundException"),
+        "{body}"
+    );
+
+    assert_eq!(
+        get(1, "not-the-admin-token").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.endpoint == Some(Endpoint::GetScaleSet))
+    );
+    assert_eq!(fake.stats().sessions_created, 0);
+}

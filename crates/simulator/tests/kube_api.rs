@@ -540,3 +540,69 @@ fn merge_patch_is_rfc7386() {
     merge_patch(&mut doc, &json!({"a": {"b": null, "e": 3}, "d": [2]}));
     assert_eq!(doc, json!({"a": {"c": 2, "e": 3}, "d": [2]}));
 }
+
+#[tokio::test]
+async fn dry_run_authorizes_validates_and_answers_but_stores_nothing() {
+    let (fake, client) = start(true).await;
+    fake.put_ephemeral_runner_set(NS, SET, 1);
+    let before = fake.get_ephemeral_runner_set(NS, SET).unwrap();
+    let dry = |path: &str| format!("{path}?dryRun=All");
+
+    // Answered as if applied; the stored set, its runners and resourceVersion stay.
+    let (status, body) = patch(
+        &fake,
+        &client,
+        &dry(&set_path()),
+        json!({"spec": {"replicas": 3, "patchID": 4}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["spec"]["replicas"], 3);
+    assert_eq!(fake.get_ephemeral_runner_set(NS, SET).unwrap(), before);
+    assert!(
+        fake.runners(NS).is_empty(),
+        "the controller ran on a dry run"
+    );
+
+    // Validation still applies.
+    let (status, body) = patch(
+        &fake,
+        &client,
+        &dry(&set_path()),
+        json!({"spec": {"replicas": "three"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("Invalid"))
+    );
+
+    // RBAC first: a set the Role does not name is 403, an unknown runner 404 after it.
+    let (status, _) = patch(
+        &fake,
+        &client,
+        &dry(&FakeKubeApi::set_path(NS, "other-set")),
+        json!({"spec": {"replicas": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = patch(
+        &fake,
+        &client,
+        &dry(&FakeKubeApi::runner_status_path(NS, "no-such-runner")),
+        json!({"status": {"jobRequestId": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Only `All` is a dry-run value.
+    let (status, body) = patch(
+        &fake,
+        &client,
+        &format!("{}?dryRun=Some", set_path()),
+        json!({"spec": {"replicas": 3}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(fake.get_ephemeral_runner_set(NS, SET).unwrap(), before);
+}

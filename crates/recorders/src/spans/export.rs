@@ -217,14 +217,30 @@ pub(super) fn otlp_exporter(
 ) -> Result<opentelemetry_otlp::SpanExporter, RecorderError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 
-    let client = http_client(settings.timeout)?;
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+    use super::{OtlpCompression, OtlpProtocol};
+
+    let client = http_client(settings)?;
+    let transport = &settings.transport;
+    let protocol = match transport.protocol {
+        OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => Protocol::HttpJson,
+    };
+    // Always explicit: left unset, the exporter would read the variables again itself.
+    let compression = match transport.compression {
+        OtlpCompression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
+        OtlpCompression::None => None,
+    };
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(settings.endpoint.as_str())
-        .with_protocol(Protocol::HttpBinary)
+        .with_protocol(protocol)
         .with_timeout(settings.timeout)
         .with_headers(settings.headers.iter().cloned().collect())
-        .with_http_client(client)
+        .with_http_client(client);
+    if let Some(compression) = compression {
+        builder = builder.with_compression(compression);
+    }
+    let mut exporter = builder
         .build()
         .map_err(|e| RecorderError::Exporter(e.to_string()))?;
     exporter.set_resource(&resource(settings, labels));
@@ -248,15 +264,25 @@ fn resource(settings: &OtelSettings, labels: &ScaleSetLabels) -> Resource {
         .build()
 }
 
-/// A reqwest client over rustls with the ring provider, trusting the platform roots and
-/// the Mozilla roots.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, RecorderError> {
+/// A reqwest client over rustls with the ring provider, trusting the platform roots, the
+/// Mozilla roots and `_CERTIFICATE`'s, and presenting the client certificate when set.
+pub(super) fn http_client(settings: &OtelSettings) -> Result<reqwest::Client, RecorderError> {
+    let transport = &settings.transport;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    let (extra, rejected) = roots.add_parsable_certificates(transport.extra_roots.iter().cloned());
+    if rejected > 0 {
+        return Err(RecorderError::OtelSetting {
+            name: "OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE".to_owned(),
+            reason: format!("{rejected} certificate(s) are not usable as trust anchors"),
+        });
+    }
     tracing::debug!(
         native_roots = added,
+        extra_roots = extra,
+        client_certificate = transport.client_identity.is_some(),
         "loaded TLS roots for the OTLP exporter"
     );
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -264,11 +290,19 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, RecorderError> {
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| RecorderError::Exporter(format!("TLS configuration: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let tls = match &transport.client_identity {
+        None => tls.with_no_client_auth(),
+        Some(identity) => tls
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(|e| RecorderError::OtelSetting {
+                name: "OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY".to_owned(),
+                reason: format!("the key does not fit the client certificate: {e}"),
+            })?,
+    };
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .timeout(timeout)
+        .timeout(settings.timeout)
         .build()
         .map_err(|e| RecorderError::Exporter(format!("HTTP client: {e}")))
 }

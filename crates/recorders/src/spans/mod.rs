@@ -7,12 +7,14 @@
 //! - [`build`]: a completed job as span data, with its attributes.
 //! - [`export`]: the bounded queue, the batching task, the OTLP exporter and the
 //!   `gha_listener_spans_*` counters.
+//! - [`probe`]: one empty export request, for `ghalistener check`.
 //! - [`settings`]: the collector endpoint and tuning, from the config and the environment.
 
 mod attempts;
 mod build;
 mod export;
 mod ids;
+mod probe;
 mod settings;
 
 use std::sync::Arc;
@@ -28,7 +30,8 @@ pub use ids::{
     IdScheme, JobSpanIds, SPAN_EXECUTION, SPAN_QUEUE, SPAN_STARTUP, UNKNOWN_ATTEMPT, job_span_ids,
     run_trace_id,
 };
-pub use settings::OtelSettings;
+pub use probe::{ProbeError, probe_collector};
+pub use settings::{ClientIdentity, OtelSettings, OtlpCompression, OtlpProtocol, OtlpTransport};
 
 use attempts::RunAttempts;
 use build::SpanBuilder;
@@ -71,6 +74,8 @@ impl SpanRecorder {
             endpoint = %settings.endpoint,
             id_scheme = %settings.id_scheme,
             service_name = %settings.service_name,
+            protocol = ?settings.transport.protocol,
+            compression = ?settings.transport.compression,
             "exporting job spans"
         );
         Ok(Self::with_exporter(exporter, &settings, metrics, &runtime))

@@ -9,6 +9,10 @@ use url::Url;
 use super::IdScheme;
 use crate::RecorderError;
 
+mod transport;
+
+pub use transport::{ClientIdentity, OtlpCompression, OtlpProtocol, OtlpTransport};
+
 const DEFAULT_SERVICE_NAME: &str = "gha-listener";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const TRACES_PATH: &str = "/v1/traces";
@@ -23,6 +27,8 @@ pub struct OtelSettings {
     pub headers: Vec<(String, String)>,
     /// Bound on one export request (`OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`, default 10 s).
     pub timeout: Duration,
+    /// Protocol, compression, private CA and client certificate.
+    pub transport: OtlpTransport,
     pub id_scheme: IdScheme,
     /// `service.name` of the resource.
     pub service_name: String,
@@ -49,6 +55,7 @@ impl fmt::Debug for OtelSettings {
             .field("endpoint", &self.endpoint.as_str())
             .field("headers", &header_names)
             .field("timeout", &self.timeout)
+            .field("transport", &self.transport)
             .field("id_scheme", &self.id_scheme)
             .field("service_name", &self.service_name)
             .field("resource_attributes", &self.resource_attributes)
@@ -132,6 +139,7 @@ impl OtelSettings {
             (None, Some(t)) => parse_millis("OTEL_EXPORTER_OTLP_TIMEOUT", &t)?,
             (None, None) => DEFAULT_TIMEOUT,
         };
+        let transport = transport::resolve(var)?;
         let mut resource_attributes = match var("OTEL_RESOURCE_ATTRIBUTES") {
             Some(a) => parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &a)?,
             None => Vec::new(),
@@ -149,6 +157,7 @@ impl OtelSettings {
             endpoint,
             headers,
             timeout,
+            transport,
             id_scheme,
             service_name,
             resource_attributes,

@@ -177,6 +177,8 @@ pub enum Endpoint {
     AcquireJobs,
     /// GitHub REST `GET /repos/{owner}/{repo}/actions/runs/{run_id}`.
     WorkflowRun,
+    /// `GET runnerscalesets/{id}` (read by `ghalistener check`).
+    GetScaleSet,
 }
 
 /// A fault for the next `times` requests to an endpoint. The `delay` (if any) comes first;

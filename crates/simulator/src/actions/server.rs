@@ -2,7 +2,8 @@
 //!
 //! Submodules: `routes` (matching by hand), `responses` (REST and Actions error shapes),
 //! and the handlers per endpoint group: `rest` (App tokens, registration tokens, runner
-//! registration), `sessions` (sessions and `acquirejobs`), `runs` (workflow runs' attempts), `queue` (the message queue).
+//! registration), `sessions` (sessions and `acquirejobs`), `runs` (workflow runs' attempts),
+//! `scale_sets` (reading the scale set), `queue` (the message queue).
 //! A fault can drop a connection: the service returns an error, which makes hyper close
 //! it without answering.
 
@@ -11,6 +12,7 @@ mod responses;
 mod rest;
 mod routes;
 pub(crate) mod runs;
+mod scale_sets;
 mod sessions;
 
 use std::sync::Arc;
@@ -184,6 +186,7 @@ async fn handle(
             session_id,
         } => call.delete_session(&scale_set, &session_id),
         Route::AcquireJobs { scale_set } => call.acquire_jobs(&scale_set),
+        Route::GetScaleSet { scale_set } => call.get_scale_set(&scale_set),
         Route::GetMessage { session_id } => call.get_message(&session_id).await,
         Route::DeleteMessage {
             session_id,

@@ -346,20 +346,25 @@ impl State {
         serde_json::json!({
             "sessionId": id,
             "ownerName": owner,
-            "runnerScaleSet": {
-                "id": self.scale_set_id,
-                "name": self.scale_set_name,
-                "runnerGroupId": 1,
-                "runnerGroupName": "Default",
-                "labels": [{"id": 0, "name": self.scale_set_name, "type": "System"}],
-                "runnerSetting": {"ephemeral": true, "isElastic": true, "disableUpdate": true},
-                "statistics": statistics,
-            },
+            "runnerScaleSet": self.scale_set_json(),
             "messageQueueUrl": format!(
                 "{queue_base}/queue/{id}/messages?sessionId={id}&api-version=6.0-preview"
             ),
             "messageQueueAccessToken": token,
             "statistics": statistics,
+        })
+    }
+
+    /// The scale set as `GET runnerscalesets/{id}` and a session describe it.
+    pub(crate) fn scale_set_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.scale_set_id,
+            "name": self.scale_set_name,
+            "runnerGroupId": 1,
+            "runnerGroupName": "Default",
+            "labels": [{"id": 0, "name": self.scale_set_name, "type": "System"}],
+            "runnerSetting": {"ephemeral": true, "isElastic": true, "disableUpdate": true},
+            "statistics": self.statistics(),
         })
     }
 

@@ -245,6 +245,28 @@ fn validate(resource: &str, name: &str, object: &Value) -> Option<Response<Full<
     None
 }
 
+/// `dryRun=All` as the API server reads it: the only value allowed; anything else is 400.
+fn dry_run(query: &str) -> Result<bool, String> {
+    let values: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "dryRun")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    match values.as_slice() {
+        [] => Ok(false),
+        values if values.iter().all(|v| v == "All") => Ok(true),
+        values => {
+            let bad = values
+                .iter()
+                .find(|v| *v != "All")
+                .cloned()
+                .unwrap_or_default();
+            Err(format!(
+                "Invalid value: \"{bad}\": supported values: \"All\""
+            ))
+        }
+    }
+}
+
 fn process(
     shared: &Shared,
     method: &Method,
@@ -278,6 +300,10 @@ fn process(
     }
     let (Some(namespace), Some(name)) = (rp.namespace, rp.name) else {
         return forbidden(shared, verb, &rp);
+    };
+    let dry_run = match dry_run(query) {
+        Ok(dry_run) => dry_run,
+        Err(message) => return status_response(400, "BadRequest", &message, None),
     };
 
     // Only merge patches: custom resources have no strategic merge patch, and this fake
@@ -383,6 +409,10 @@ fn process(
         return invalid;
     }
 
+    if dry_run {
+        // Authorized, validated, answered as if applied; nothing stored, no controller run.
+        return json_response(StatusCode::OK, &new);
+    }
     if new != old {
         new["metadata"]["resourceVersion"] = json!(state.next_resource_version());
         if new.get("spec") != old.get("spec") {

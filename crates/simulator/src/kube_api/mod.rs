@@ -427,6 +427,11 @@ impl FakeKubeApi {
         self.shared.lock().allowed_set_name = name.map(str::to_owned);
     }
 
+    /// Takes `patch` on `ephemeralrunners/status` out of the Role (`false`) or puts it back.
+    pub fn grant_runner_status(&self, granted: bool) {
+        self.shared.lock().runner_status_denied = !granted;
+    }
+
     /// Turns the simulated runner controller on or off.
     pub fn set_runner_controller(&self, on: bool) {
         self.shared.lock().runner_controller = on;

@@ -122,7 +122,8 @@ pub(super) fn allowed(state: &State, shared: &Shared, verb: &str, rp: &ResourceP
             .allowed_set_name
             .as_deref()
             .is_none_or(|allowed| Some(allowed) == rp.name),
-        (EPHEMERAL_RUNNERS, None | Some("status")) => true,
+        (EPHEMERAL_RUNNERS, None) => true,
+        (EPHEMERAL_RUNNERS, Some("status")) => !state.runner_status_denied,
         _ => false,
     }
 }

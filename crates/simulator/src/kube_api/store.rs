@@ -38,6 +38,8 @@ pub(super) struct State {
     /// Faults matched by method and path, and the latency added to every request.
     pub(super) faults: FaultList<Fault>,
     pub(super) allowed_set_name: Option<String>,
+    /// The Role lacks `patch` on `ephemeralrunners/status` (a misconfigured Role).
+    pub(super) runner_status_denied: bool,
     pub(super) runner_controller: bool,
     pub(super) resource_version: u64,
 }

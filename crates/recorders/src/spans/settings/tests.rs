@@ -200,3 +200,83 @@ fn percent_decoding() {
     assert_eq!(percent_decode("100%"), "100%");
     assert_eq!(percent_decode("%zz"), "%zz");
 }
+
+#[test]
+fn transport_variables_and_their_errors_name_the_variable() {
+    let resolve =
+        |e: &[(&str, &str)]| OtelSettings::resolve(Some("c:1"), true, IdScheme::default(), &env(e));
+    let s = resolve(&[]).unwrap().unwrap();
+    assert_eq!(s.transport.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(s.transport.compression, OtlpCompression::None);
+    assert!(s.transport.extra_roots.is_empty() && s.transport.client_identity.is_none());
+
+    let s = resolve(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(s.transport.protocol, OtlpProtocol::HttpJson);
+    assert_eq!(
+        s.transport.compression,
+        OtlpCompression::None,
+        "TRACES_ wins"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    /// The variables set, the variable the error names, and what it says.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc is not supported",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift")],
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "http/json",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "gzip or none",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", missing)],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "cannot read",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", not_pem)],
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "no PEM certificate",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", not_pem)],
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "CLIENT_KEY",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", not_pem)],
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "CLIENT_CERTIFICATE",
+        ),
+    ];
+    for (vars, name, reason) in cases {
+        let err = match resolve(vars) {
+            Ok(_) => panic!("{vars:?} accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(name) && err.contains(reason),
+            "{vars:?}: {err}"
+        );
+    }
+}

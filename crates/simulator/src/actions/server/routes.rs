@@ -33,6 +33,9 @@ pub(super) enum Route {
     AcquireJobs {
         scale_set: String,
     },
+    GetScaleSet {
+        scale_set: String,
+    },
     GetMessage {
         session_id: String,
     },
@@ -58,6 +61,7 @@ impl Route {
             Route::RefreshSession { .. } => Endpoint::RefreshSession,
             Route::DeleteSession { .. } => Endpoint::DeleteSession,
             Route::AcquireJobs { .. } => Endpoint::AcquireJobs,
+            Route::GetScaleSet { .. } => Endpoint::GetScaleSet,
             Route::GetMessage { .. } => Endpoint::GetMessage,
             Route::DeleteMessage { .. } => Endpoint::DeleteMessage,
             Route::WorkflowRun { .. } => Endpoint::WorkflowRun,
@@ -81,6 +85,9 @@ pub(super) fn route(inner: &Inner, method: &Method, path: &str) -> Route {
     if let Some(rest) = path.strip_prefix(inner.service_prefix.as_str()) {
         let segments: Vec<&str> = rest.split('/').collect();
         return match (method, segments.as_slice()) {
+            (&Method::GET, ["_apis", "runtime", "runnerscalesets", id]) => Route::GetScaleSet {
+                scale_set: (*id).to_owned(),
+            },
             (&Method::POST, ["_apis", "runtime", "runnerscalesets", id, "sessions"]) => {
                 Route::CreateSession {
                     scale_set: (*id).to_owned(),

@@ -20,7 +20,11 @@ struct CreateSessionBody {
 impl Call<'_> {
     /// The common checks of Actions service calls: api-version, then the bearer token
     /// (admin token, or queue token when `queue_token`), then the scale set id.
-    fn check_actions(&self, scale_set: &str, queue_token: bool) -> Option<Response<Body>> {
+    pub(super) fn check_actions(
+        &self,
+        scale_set: &str,
+        queue_token: bool,
+    ) -> Option<Response<Body>> {
         if let Some(bad) = self.check_api_version() {
             return Some(bad);
         }
