@@ -1,0 +1,236 @@
+//! A fake of Entra ID's token endpoint and of Azure Key Vault, on one TLS server.
+//!
+//! - `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant with a client
+//!   assertion. A certificate assertion is verified as Entra ID does: its `x5t` names a
+//!   registered certificate, its RS256 signature verifies with that certificate's key, `aud`
+//!   is this endpoint, `iss` = `sub` = the client id, `nbf`/`exp` hold now and span at most
+//!   10 minutes. A federated token (workload identity) must be one accepted for the client.
+//!   Errors carry Entra's AADSTS codes in `error_description` and `error_codes`.
+//! - `GET /secrets/{name}?api-version=...`: Key Vault. Without a valid token for the vault's
+//!   resource it answers 401 with the `WWW-Authenticate` challenge; a missing secret is 404
+//!   `SecretNotFound`.
+//!
+//! Its own serde types; it never imports the client it stands in for. Controls: register a
+//! certificate client ([`FakeAzure::register_certificate`]), accept a federated token, set
+//! or rotate a secret, count requests.
+
+mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use sha1::Digest as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A throwaway RSA key (PKCS#8 PEM) for a registered test client.
+pub const CLIENT_KEY_PEM: &str = include_str!("fixtures/client_key.pem");
+/// Another throwaway RSA key, which no registered certificate matches.
+pub const OTHER_KEY_PEM: &str = include_str!("fixtures/other_key.pem");
+
+/// The resource Key Vault's public cloud challenges for.
+pub const VAULT_RESOURCE: &str = "https://vault.azure.net";
+
+#[derive(Debug, Clone)]
+pub struct FakeAzureConfig {
+    /// The resource named in the 401 challenge; tokens must be for it.
+    pub vault_resource: String,
+    /// `expires_in` of the tokens issued.
+    pub token_ttl: Duration,
+}
+
+impl Default for FakeAzureConfig {
+    fn default() -> Self {
+        Self {
+            vault_resource: VAULT_RESOURCE.to_owned(),
+            token_ttl: Duration::from_secs(3599),
+        }
+    }
+}
+
+struct RegisteredCertificate {
+    x5t: String,
+    /// PKCS#1 `RSAPublicKey` DER, as the JWT verifier takes it.
+    public_key_der: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Client {
+    certificates: Vec<RegisteredCertificate>,
+    federated_tokens: Vec<String>,
+}
+
+struct IssuedToken {
+    resource: String,
+    expires_at: SystemTime,
+}
+
+/// Counters of what the fake answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AzureCounts {
+    pub token_requests: u64,
+    pub tokens_issued: u64,
+    pub secret_requests: u64,
+    pub secrets_served: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// tenant → client id → client.
+    tenants: HashMap<String, HashMap<String, Client>>,
+    secrets: HashMap<String, (String, u64)>,
+    tokens: HashMap<String, IssuedToken>,
+    counts: AzureCounts,
+}
+
+struct Inner {
+    config: FakeAzureConfig,
+    base_url: String,
+    state: Mutex<State>,
+    shutdown: watch::Sender<bool>,
+    server_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The running fake, on `https://127.0.0.1:PORT`: both the Entra ID authority host and the
+/// vault URL.
+#[derive(Clone)]
+pub struct FakeAzure {
+    inner: Arc<Inner>,
+    ca_pem: String,
+}
+
+impl FakeAzure {
+    pub async fn start(config: FakeAzureConfig) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let tls = crate::actions::tls::generate()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            config,
+            base_url: format!("https://127.0.0.1:{}", addr.port()),
+            state: Mutex::new(State::default()),
+            shutdown,
+            server_task: Mutex::new(None),
+        });
+        let task = tokio::spawn(server::serve(
+            Arc::clone(&inner),
+            listener,
+            tls.acceptor,
+            shutdown_rx,
+        ));
+        *inner.server_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        tracing::info!(url = %inner.base_url, "fake Entra ID and Key Vault started");
+        Ok(Self {
+            inner,
+            ca_pem: tls.ca_pem,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`: the authority host (`AZURE_AUTHORITY_HOST`) and the vault URL.
+    pub fn url(&self) -> String {
+        self.inner.base_url.clone()
+    }
+
+    /// The CA (PEM) that signed the server's certificate.
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// Register an application whose credential is a certificate for `key_pem` (PKCS#8 RSA);
+    /// returns that self-signed certificate's PEM, to put beside the key in the client's file.
+    pub fn register_certificate(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        key_pem: &str,
+    ) -> anyhow::Result<String> {
+        let key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256)?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("fake-entra {client_id}"));
+        let cert = params.self_signed(&key)?;
+        let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha1::Sha1::digest(cert.der().as_ref()));
+        self.inner
+            .state()
+            .tenants
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .entry(client_id.to_owned())
+            .or_default()
+            .certificates
+            .push(RegisteredCertificate {
+                x5t,
+                public_key_der: key.public_key_raw().to_vec(),
+            });
+        Ok(cert.pem())
+    }
+
+    /// Accept `token` as a federated credential of the application (workload identity).
+    pub fn accept_federated_token(&self, tenant_id: &str, client_id: &str, token: &str) {
+        self.inner
+            .state()
+            .tenants
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .entry(client_id.to_owned())
+            .or_default()
+            .federated_tokens
+            .push(token.to_owned());
+    }
+
+    /// Create the secret, or add a new latest version of it.
+    pub fn set_secret(&self, name: &str, value: &str) {
+        let mut state = self.inner.state();
+        let version = state.secrets.get(name).map_or(1, |(_, v)| v + 1);
+        state
+            .secrets
+            .insert(name.to_owned(), (value.to_owned(), version));
+    }
+
+    /// Remove every version of the secret.
+    pub fn delete_secret(&self, name: &str) {
+        self.inner.state().secrets.remove(name);
+    }
+
+    /// Make every issued token invalid, as a revocation would.
+    pub fn revoke_tokens(&self) {
+        self.inner.state().tokens.clear();
+    }
+
+    pub fn counts(&self) -> AzureCounts {
+        self.inner.state().counts
+    }
+
+    /// Stop serving and close every connection.
+    pub async fn shutdown(self) {
+        let _ = self.inner.shutdown.send(true);
+        let task = self
+            .inner
+            .server_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for FakeAzure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeAzure")
+            .field("url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
