@@ -84,6 +84,9 @@ struct State {
     secrets: HashMap<String, (String, u64)>,
     tokens: HashMap<String, IssuedToken>,
     counts: AzureCounts,
+    /// Every access token issued and client assertion received, for leak scans.
+    issued: Vec<String>,
+    assertions: Vec<String>,
 }
 
 struct Inner {
@@ -206,6 +209,16 @@ impl FakeAzure {
     /// Make every issued token invalid, as a revocation would.
     pub fn revoke_tokens(&self) {
         self.inner.state().tokens.clear();
+    }
+
+    /// Every access token issued so far (revoked ones too).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.inner.state().issued.clone()
+    }
+
+    /// Every client assertion received so far.
+    pub fn received_assertions(&self) -> Vec<String> {
+        self.inner.state().assertions.clone()
     }
 
     pub fn counts(&self) -> AzureCounts {

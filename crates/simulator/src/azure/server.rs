@@ -124,6 +124,9 @@ fn token(inner: &Inner, tenant: &str, body: &[u8]) -> Answer {
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     let mut state = inner.state();
     state.counts.token_requests += 1;
+    if !field("client_assertion").is_empty() {
+        state.assertions.push(field("client_assertion").to_owned());
+    }
     let Some(clients) = state.tenants.get(tenant) else {
         return entra_error(
             StatusCode::BAD_REQUEST,
@@ -186,6 +189,7 @@ fn token(inner: &Inner, tenant: &str, body: &[u8]) -> Answer {
         },
     );
     state.counts.tokens_issued += 1;
+    state.issued.push(token.clone());
     json(
         StatusCode::OK,
         &serde_json::json!({
