@@ -353,7 +353,7 @@ fn credentials_of(
         (true, false) => Ok(ConfigCredentials::Token(token.clone())),
         (false, true) => Ok(ConfigCredentials::App {
             app_id: app_id.to_owned(),
-            installation_id: installation_id,
+            installation_id,
             private_key: private_key.clone(),
         }),
         (false, false) if app_fields.iter().any(|f| *f) => {
