@@ -225,6 +225,54 @@ impl FakeAzure {
         self.inner.state().counts
     }
 
+    /// Move a listener's GitHub credentials into this vault, as an operator following the
+    /// docs would: register a certificate client, write its PEM (certificate + key) and this
+    /// fake's CA under `dir`, store `config`'s inline credentials as the secret `secret_name`,
+    /// and point `config` at the vault. Returns the environment the listener needs
+    /// (`SSL_CERT_FILE`, `AZURE_AUTHORITY_HOST`).
+    pub fn take_over_credentials(
+        &self,
+        config: &mut serde_json::Value,
+        dir: &std::path::Path,
+        secret_name: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        const TENANT: &str = "00000000-0000-4000-8000-0000000demo0";
+        const CLIENT: &str = "00000000-0000-4000-8000-0000000cl1e0";
+        let cert = self.register_certificate(TENANT, CLIENT, CLIENT_KEY_PEM)?;
+        let certificate_path = dir.join("key-vault-client.pem");
+        std::fs::write(&certificate_path, format!("{cert}{CLIENT_KEY_PEM}"))?;
+        let ca_path = dir.join("azure-ca.pem");
+        std::fs::write(&ca_path, &self.ca_pem)?;
+        let mut secret = serde_json::Map::new();
+        for key in [
+            "github_token",
+            "github_app_id",
+            "github_app_installation_id",
+            "github_app_private_key",
+        ] {
+            if let Some(value) = config.get(key).filter(|v| !is_blank(v)) {
+                secret.insert(key.to_owned(), value.clone());
+            }
+            config[key] = match key {
+                "github_app_installation_id" => serde_json::json!(0),
+                _ => serde_json::json!(""),
+            };
+        }
+        self.set_secret(secret_name, &serde_json::Value::Object(secret).to_string());
+        config["vault_type"] = serde_json::json!("azure_key_vault");
+        config["vault_lookup_key"] = serde_json::json!(secret_name);
+        config["azure_key_vault"] = serde_json::json!({
+            "tenant_id": TENANT,
+            "client_id": CLIENT,
+            "url": self.url(),
+            "certificate_path": certificate_path,
+        });
+        Ok(vec![
+            ("SSL_CERT_FILE".to_owned(), ca_path.display().to_string()),
+            ("AZURE_AUTHORITY_HOST".to_owned(), self.url()),
+        ])
+    }
+
     /// Stop serving and close every connection.
     pub async fn shutdown(self) {
         let _ = self.inner.shutdown.send(true);
@@ -245,5 +293,14 @@ impl std::fmt::Debug for FakeAzure {
         f.debug_struct("FakeAzure")
             .field("url", &self.inner.base_url)
             .finish_non_exhaustive()
+    }
+}
+
+fn is_blank(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => true,
+        serde_json::Value::String(s) => s.is_empty(),
+        serde_json::Value::Number(n) => n.as_i64() == Some(0),
+        _ => false,
     }
 }
