@@ -10,7 +10,9 @@
 //! `github-client`.
 //!
 //! Layout:
-//! - `client`: [`KeyVaultClient`], its config and environment, token cache, retries.
+//! - `client`: [`KeyVaultClient`]: token cache, the secret read, the challenge, retries.
+//! - `settings`: its config ([`KeyVaultConfig`]), environment ([`AzureEnvironment`]) and
+//!   options.
 //! - `assertion`: the certificate (PEM, key match, `x5t`) and the signed assertion, or the
 //!   federated token file.
 //! - `error`: [`Error`], classified by [`retry::Classify`].
@@ -19,10 +21,9 @@
 mod assertion;
 mod client;
 mod error;
+mod settings;
 
 pub use assertion::{ASSERTION_LIFETIME, AssertionSource, LoadedCertificate, load_certificate};
-pub use client::{
-    API_VERSION, AzureEnvironment, DEFAULT_AUTHORITY_HOST, DEFAULT_RESOURCE, KeyVaultClient,
-    KeyVaultConfig, KeyVaultOptions,
-};
+pub use client::{API_VERSION, DEFAULT_AUTHORITY_HOST, DEFAULT_RESOURCE, KeyVaultClient};
 pub use error::Error;
+pub use settings::{AzureEnvironment, KeyVaultConfig, KeyVaultOptions};
