@@ -274,12 +274,10 @@ impl KeyVaultClient {
             return Err(self.token_error(answer.status, &answer.body));
         }
         let (token, expires_in) = parse_token(&endpoint, &answer.body)?;
-        // Refresh 5 minutes early, or at half the life of a short token.
-        let margin = Duration::from_secs(300).min(expires_in / 2);
         *cached = Some(CachedToken {
             resource: resource.to_owned(),
             token: token.clone(),
-            refresh_at: Instant::now() + expires_in.saturating_sub(margin),
+            refresh_at: Instant::now() + reuse_for(expires_in),
         });
         tracing::debug!(
             expires_in_secs = expires_in.as_secs(),
@@ -404,6 +402,13 @@ impl KeyVaultClient {
             attempt += 1;
         }
     }
+}
+
+/// How long a token that expires in `expires_in` is reused: until 5 minutes before it
+/// expires, or half its life when it is short, so a slow request never carries a dead one.
+fn reuse_for(expires_in: Duration) -> Duration {
+    let margin = Duration::from_secs(300).min(expires_in / 2);
+    expires_in.saturating_sub(margin)
 }
 
 fn retryable_status(status: u16) -> bool {
@@ -536,6 +541,15 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use github_client::ProxyConfig;
+
+    #[test]
+    fn tokens_are_reused_until_shortly_before_they_expire() {
+        let secs = Duration::from_secs;
+        assert_eq!(reuse_for(secs(3599)), secs(3299));
+        assert_eq!(reuse_for(secs(600)), secs(300));
+        assert_eq!(reuse_for(secs(60)), secs(30));
+        assert_eq!(reuse_for(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn reads_the_challenge() {

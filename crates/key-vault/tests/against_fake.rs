@@ -280,3 +280,28 @@ async fn the_signed_assertion_has_the_thumbprint_headers() {
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
     assert!(!format!("{cert:?}").contains("PRIVATE"));
 }
+
+#[tokio::test]
+async fn transient_failures_are_retried_within_the_budget() {
+    let s = setup(FakeAzureConfig::default()).await;
+    s.fake.set_secret("arc-github", SECRET_VALUE);
+    let path = s.registered_certificate_file();
+    let client = s.client(&s.config(&path), &s.env());
+    // The token request and the secret read each fail twice, then succeed.
+    s.fake.fail_next(2, 503);
+    let value = client.get_secret("arc-github").await.unwrap();
+    assert_eq!(value.expose_secret(), SECRET_VALUE);
+    s.fake.fail_next(2, 429);
+    client.get_secret("arc-github").await.unwrap();
+
+    // Past the retries (1 + 4 attempts), a transient error the caller may retry later.
+    s.fake.fail_next(5, 503);
+    let err = client.get_secret("arc-github").await.unwrap_err();
+    assert!(err.kind().is_transient(), "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    // A 501 is not retried.
+    s.fake.fail_next(1, 501);
+    let err = client.get_secret("arc-github").await.unwrap_err();
+    assert!(!err.kind().is_transient(), "{err}");
+    client.get_secret("arc-github").await.unwrap();
+}

@@ -87,6 +87,8 @@ struct State {
     /// Every access token issued and client assertion received, for leak scans.
     issued: Vec<String>,
     assertions: Vec<String>,
+    /// The next requests answered with this status instead (count, status).
+    failing: Option<(u32, u16)>,
 }
 
 struct Inner {
@@ -204,6 +206,12 @@ impl FakeAzure {
     /// Remove every version of the secret.
     pub fn delete_secret(&self, name: &str) {
         self.inner.state().secrets.remove(name);
+    }
+
+    /// Answer the next `times` requests (token or secret) with `status` and an empty JSON
+    /// body, as an overloaded service would.
+    pub fn fail_next(&self, times: u32, status: u16) {
+        self.inner.state().failing = (times > 0).then_some((times, status));
     }
 
     /// Make every issued token invalid, as a revocation would.

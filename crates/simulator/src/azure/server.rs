@@ -46,6 +46,9 @@ async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Result<Answer,
         Ok(body) => body.to_bytes(),
         Err(_) => return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({}))),
     };
+    if let Some(status) = take_failure(&inner) {
+        return Ok(json(status, &serde_json::json!({})));
+    }
     let path = parts.uri.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     Ok(match (&parts.method, segments.as_slice()) {
@@ -68,6 +71,13 @@ async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Result<Answer,
             &serde_json::json!({"error": {"code": "NotFound", "message": "no such route"}}),
         ),
     })
+}
+
+fn take_failure(inner: &Inner) -> Option<StatusCode> {
+    let mut state = inner.state();
+    let (times, status) = state.failing?;
+    state.failing = (times > 1).then_some((times - 1, status));
+    StatusCode::from_u16(status).ok()
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Answer {
