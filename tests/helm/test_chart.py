@@ -381,6 +381,40 @@ def test_existing_secret_user_template_and_overrides(chart: helm.Chart) -> None:
     assert runner["metadata"]["labels"] == {"example.com/pool": "big"}
 
 
+def test_key_vault_becomes_vault_config_and_mounts_the_certificate(chart: helm.Chart) -> None:
+    docs = render(chart, load_values("key-vault.yaml"))
+    # The credentials are in the vault: no GitHub Secret is rendered.
+    assert by_kind(docs, "Secret") == []
+    ars = one(docs, "AutoscalingRunnerSet")
+    assert ars["spec"]["githubConfigSecret"] == "arc-github-credentials"
+    vault = ars["spec"]["vaultConfig"]
+    assert vault["type"] == "azure_key_vault"
+    assert vault["azureKeyVault"] == {
+        "url": "https://acme-vault.vault.azure.net",
+        "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "clientId": "0f2a4c1e-1111-2222-3333-444455556666",
+        "certificatePath": "/etc/key-vault/cert.pem",
+    }
+    assert vault["proxy"]["https"]["url"] == "http://proxy.example.com:3128"
+    template = ars["spec"]["listenerTemplate"]
+    mounts = listener_container(ars)["volumeMounts"]
+    assert {"name": "key-vault-cert", "mountPath": "/etc/key-vault", "readOnly": True} in mounts
+    assert template["spec"]["volumes"][0]["secret"]["secretName"] == "arc-key-vault-cert"
+    validate_pod_template(template, "listenerTemplate")
+
+
+def test_key_vault_workload_identity_labels_the_listener_pod(chart: helm.Chart) -> None:
+    values = deep_merge(load_values("key-vault.yaml"), {
+        "keyVault": {"azureKeyVault": {"certificatePath": ""}},
+        "listenerTemplate": None,
+    })
+    values["listenerTemplate"] = {"metadata": {"labels": {"azure.workload.identity/use": "true"}}}
+    ars = one(render(chart, values), "AutoscalingRunnerSet")
+    assert ars["spec"]["vaultConfig"]["azureKeyVault"]["certificatePath"] == ""
+    labels = ars["spec"]["listenerTemplate"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+
+
 def test_manager_role_binding_targets_the_controller(chart: helm.Chart) -> None:
     docs = render(chart, load_values("pat.yaml"))
     binding = one(docs, "RoleBinding")
@@ -493,6 +527,12 @@ BAD_VALUES = [
     ("TLS without a key", {"githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "ca"}}}}, 'configMapKeyRef'),
     ("unsupported runnerMountPath", {"githubServerTLS": {"runnerMountPath": "/certs"}}, 'runnerMountPath'),
     ("bad controller version", {"controllerVersion": "latest"}, '/controllerVersion'),
+    ("unknown keyVault type", {"keyVault": {"type": "hashicorp"}}, '/keyVault/type'),
+    ("keyVault without its vault", {"keyVault": {"type": "azure_key_vault"}}, 'azureKeyVault'),
+    ("keyVault URL over http", {"keyVault": {"type": "azure_key_vault",
+        "azureKeyVault": {"url": "http://v.vault.azure.net"}}}, '/keyVault/azureKeyVault/url'),
+    ("keyVault with inline credentials", {"keyVault": {"type": "azure_key_vault",
+        "azureKeyVault": {"url": "https://v.vault.azure.net"}}}, 'githubConfigSecret must be the name'),
     ("controller service account unknown offline", {"controllerServiceAccount": None}, 'controllerServiceAccount'),
     ("controller version unknown offline", {"controllerVersion": None}, 'controllerVersion is required'),
     ("label value that is a map", {"labels": {"team": {"a": "b"}}}, '/labels/team'),

@@ -2,14 +2,18 @@
 //!
 //! The listener reads its credentials once at start ([`CredentialsSource::load`]) and again
 //! whenever GitHub rejects the ones in use: ARC's controller rewrites the config secret and
-//! the kubelet updates the mounted file in place, so a rotated token heals without a restart.
-//! Each way of holding credentials is one variant here; the loop never knows which it has.
+//! the kubelet updates the mounted file in place, and a secret rotated in Azure Key Vault is
+//! read fresh, so a rotated token heals without a restart. Each way of holding credentials is
+//! one variant here; the loop never knows which it has.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use github_client::Credentials;
+use key_vault::{AzureEnvironment, KeyVaultClient, KeyVaultOptions};
+use retry::{Classify, FailureKind};
 
-use crate::config::{Config, ConfigCredentials, ConfigError};
+use crate::config::{Config, ConfigCredentials, ConfigError, parse_app_config};
 
 /// Where [`CredentialsSource::load`] reads the credentials from.
 #[derive(Clone)]
@@ -18,6 +22,16 @@ pub enum CredentialsSource {
     ConfigFile { path: PathBuf },
     /// The same credentials for the process's life (a config given without its file).
     Fixed(Credentials),
+    /// ARC's AppConfig JSON in an Azure Key Vault secret (`vault_type: azure_key_vault`),
+    /// read again on every load; the Entra ID token is cached in the client.
+    KeyVault(Arc<KeyVaultSecret>),
+}
+
+/// One secret of one vault, and the client that reads it.
+#[derive(Debug)]
+pub struct KeyVaultSecret {
+    pub client: KeyVaultClient,
+    pub name: String,
 }
 
 /// Why the credentials could not be read. Never carries a secret's value.
@@ -25,13 +39,41 @@ pub enum CredentialsSource {
 pub enum CredentialsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("reading the GitHub credentials from Azure Key Vault: {0}")]
+    KeyVault(#[from] key_vault::Error),
+    /// The vault secret is not ARC's AppConfig JSON, or its credentials are incomplete.
+    #[error("Key Vault secret {name:?} {problem}")]
+    VaultSecret { name: String, problem: String },
+}
+
+impl Classify for CredentialsError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            Self::KeyVault(e) => e.kind(),
+            Self::Config(_) | Self::VaultSecret { .. } => FailureKind::InvalidInput,
+        }
+    }
 }
 
 impl CredentialsSource {
-    /// Where a validated config's credentials come from: its file when it has one (so a
-    /// rotated secret is picked up), else the credentials it holds now. Fails, naming the
-    /// key, when the config's credentials cannot work as written.
+    /// Where a validated config's credentials come from: the vault when `vault_type` is set,
+    /// else its file when it has one (so a rotated secret is picked up), else the credentials
+    /// it holds now. Fails, naming the key, when the config's credentials cannot work as
+    /// written.
     pub fn for_config(config: &Config, path: Option<&Path>) -> Result<Self, ConfigError> {
+        if !config.vault_type.is_empty() {
+            let (name, vault) = config.key_vault()?;
+            let client = KeyVaultClient::new(
+                &vault,
+                &AzureEnvironment::from_env(),
+                KeyVaultOptions::default(),
+            )
+            .map_err(|e| ConfigError::Invalid {
+                key: "azure_key_vault".into(),
+                problem: e.to_string(),
+            })?;
+            return Ok(Self::KeyVault(Arc::new(KeyVaultSecret { client, name })));
+        }
         let credentials = from_config(config)?;
         Ok(match path {
             Some(path) => Self::ConfigFile {
@@ -48,13 +90,39 @@ impl CredentialsSource {
             // cheaper than a hop to the blocking pool.
             Self::ConfigFile { path } => Ok(from_config(&Config::load(path)?)?),
             Self::Fixed(credentials) => Ok(credentials.clone()),
+            Self::KeyVault(secret) => {
+                let value = secret.client.get_secret(&secret.name).await?;
+                let parsed = parse_app_config(value.expose_secret().as_bytes()).map_err(|e| {
+                    CredentialsError::VaultSecret {
+                        name: secret.name.clone(),
+                        problem: match e {
+                            ConfigError::Invalid { key, problem } => {
+                                format!("key `{key}`: {problem}")
+                            }
+                            ConfigError::Json { reason, .. } | ConfigError::Read { reason, .. } => {
+                                format!("is not ARC's app config JSON: {reason}")
+                            }
+                        },
+                    }
+                })?;
+                tracing::info!(
+                    vault = secret.client.vault_url(),
+                    secret = %secret.name,
+                    "read the GitHub credentials from Azure Key Vault"
+                );
+                Ok(github_credentials(parsed))
+            }
         }
     }
 }
 
 /// The inline credentials of a validated config.
 pub fn from_config(config: &Config) -> Result<Credentials, ConfigError> {
-    Ok(match config.credentials()? {
+    Ok(github_credentials(config.credentials()?))
+}
+
+fn github_credentials(credentials: ConfigCredentials) -> Credentials {
+    match credentials {
         ConfigCredentials::Token(token) => Credentials::Token(token),
         ConfigCredentials::App {
             app_id,
@@ -65,5 +133,5 @@ pub fn from_config(config: &Config) -> Result<Credentials, ConfigError> {
             installation_id,
             private_key,
         },
-    })
+    }
 }

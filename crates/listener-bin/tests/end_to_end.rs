@@ -247,13 +247,19 @@ async fn bad_configs_exit_non_zero_naming_the_field() {
         ("runner_scale_set_id", serde_json::json!(0)),
         ("max_runners", serde_json::json!(-2)),
         ("log_level", serde_json::json!("loud")),
+        // Set without vault_lookup_key: the error names both.
         ("vault_type", serde_json::json!("azure_key_vault")),
+        ("vault_lookup_key", serde_json::json!("")),
+        ("vault_type", serde_json::json!("hashicorp")),
         ("otel_id_scheme", serde_json::json!("random")),
         ("metrics", serde_json::json!({"counters": 5})),
     ];
     for (key, value) in cases {
         let mut config = good.clone();
         config[key] = value.clone();
+        if key == "vault_lookup_key" {
+            config["vault_type"] = serde_json::json!("azure_key_vault");
+        }
         if key == "metrics" {
             config["metrics_addr"] = serde_json::json!("127.0.0.1:0");
         }

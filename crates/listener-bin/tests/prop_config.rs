@@ -124,6 +124,25 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_key_vault_settings_never_panic_and_are_named(
+        key in prop::sample::select(vec!["tenant_id", "client_id", "url", "certificate_path", "proxy"]),
+        value in any_json(),
+    ) {
+        let mut config = valid();
+        config["github_token"] = json!("");
+        config["vault_type"] = json!("azure_key_vault");
+        config["vault_lookup_key"] = json!("arc-github");
+        config["azure_key_vault"] = json!({
+            "tenant_id": "t", "client_id": "c", "url": "https://v.vault.azure.net",
+            "certificate_path": "/etc/cert.pem",
+        });
+        config["azure_key_vault"][key] = value;
+        if let Err(e) = Config::from_json(config.to_string().as_bytes()) {
+            prop_assert!(e.to_string().contains("azure_key_vault"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_string_key_of_the_wrong_type_is_named(key in prop::sample::select(STRING_KEYS), value in not_a_string()) {
         wrong_type_is_named(key, value)?;
     }

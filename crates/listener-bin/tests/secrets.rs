@@ -377,3 +377,138 @@ async fn no_secret_in_output_errors_metrics_or_spans_at_debug_level() {
         );
     }
 }
+
+/// Issue 13: with the credentials in Azure Key Vault, neither the secret's value, the client
+/// assertion (signed or federated) nor the Entra ID token reaches the output, at debug level,
+/// on success or on a failed start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_vault_secret_in_output_at_debug_level() {
+    use simulator::azure::{CLIENT_KEY_PEM, FakeAzure, FakeAzureConfig, OTHER_KEY_PEM};
+    const TENANT: &str = "tenant-secrets-test";
+    const CLIENT: &str = "client-secrets-test";
+    const NAME: &str = "arc-credentials";
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let azure = FakeAzure::start(FakeAzureConfig::default())
+        .await
+        .expect("fake azure");
+    let cert = azure
+        .register_certificate(TENANT, CLIENT, CLIENT_KEY_PEM)
+        .expect("register");
+    let cert_path = dir.path().join("kv.pem");
+    std::fs::write(&cert_path, format!("{cert}{CLIENT_KEY_PEM}")).unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, azure.ca_pem()).unwrap();
+    let federated = "federated-token-secrets-test-0123456789abcdef";
+    azure.accept_federated_token(TENANT, CLIENT, federated);
+    let token_file = dir.path().join("federated");
+    std::fs::write(&token_file, federated).unwrap();
+    let secret_value = json!({ "github_token": DEMO_TOKEN }).to_string();
+    azure.set_secret(NAME, &secret_value);
+
+    let metrics_addr = free_addr().expect("free port");
+    let mut options = EnvironmentOptions::new(dir.path());
+    options.metrics_addr = Some(metrics_addr);
+    options.log_level = "debug".into();
+    let env = Environment::start(options).await.expect("environment");
+    let vault_config = |certificate_path: &std::path::Path| {
+        let mut config = env.listener_config();
+        config["github_token"] = json!("");
+        config["vault_type"] = json!("azure_key_vault");
+        config["vault_lookup_key"] = json!(NAME);
+        config["azure_key_vault"] = json!({
+            "tenant_id": TENANT, "client_id": CLIENT, "url": azure.url(),
+            "certificate_path": certificate_path,
+        });
+        config
+    };
+    let command = || {
+        let mut command = environment_command(LISTENER, &env);
+        command
+            .env("SSL_CERT_FILE", &ca_path)
+            .env("AZURE_AUTHORITY_HOST", azure.url());
+        command
+    };
+    let run_to_exit = |mut command: tokio::process::Command| async move {
+        let out = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("exit")
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // A certificate run, to a session, with /metrics scraped.
+    env.write_config(&vault_config(&cert_path)).unwrap();
+    let stdout_path = dir.path().join("stdout.log");
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child =
+        ListenerProcess::start(command(), &stdout_path, Some(&stderr_path)).expect("spawn");
+    assert!(
+        simulator::support::wait_until(Duration::from_secs(60), || env
+            .actions
+            .stats()
+            .sessions_active
+            == 1)
+        .await,
+        "no session"
+    );
+    let metrics = http_get(metrics_addr, "/metrics").await;
+    let stopped = child.terminate(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(stopped.code(), Some(0));
+
+    // Failed starts: a rejected certificate, then a federated token with a secret that is
+    // not app config JSON (its value must not be quoted).
+    let wrong_cert = azure
+        .register_certificate("elsewhere", "elsewhere", OTHER_KEY_PEM)
+        .unwrap();
+    let wrong_path = dir.path().join("wrong.pem");
+    std::fs::write(&wrong_path, format!("{wrong_cert}{OTHER_KEY_PEM}")).unwrap();
+    env.write_config(&vault_config(&wrong_path)).unwrap();
+    let rejected = run_to_exit(command()).await;
+    let not_app_config = r#"{"github_app_installation_id":"ghp_notAnAppConfigButSecret000"}"#;
+    azure.set_secret(NAME, not_app_config);
+    let mut federated_config = vault_config(std::path::Path::new(""));
+    federated_config["azure_key_vault"]["certificate_path"] = json!("");
+    env.write_config(&federated_config).unwrap();
+    let mut federated_command = command();
+    federated_command.env("AZURE_FEDERATED_TOKEN_FILE", &token_file);
+    let invalid = run_to_exit(federated_command).await;
+    assert!(invalid.contains(NAME), "{invalid}");
+
+    let mut secrets: BTreeSet<String> = azure.issued_tokens().into_iter().collect();
+    let assertions = azure.received_assertions();
+    assert!(
+        assertions.iter().any(|a| a.starts_with("eyJ"))
+            && assertions.iter().any(|a| a == federated),
+        "both kinds of assertion were sent"
+    );
+    assert!(secrets.len() >= 2, "tokens issued: {}", secrets.len());
+    secrets.extend(assertions);
+    secrets.insert(secret_value);
+    secrets.insert(DEMO_TOKEN.to_owned());
+    secrets.insert("ghp_notAnAppConfigButSecret000".to_owned());
+    let needles = needles(&secrets);
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        stdout.contains("DEBUG") || stderr.contains("DEBUG"),
+        "not at debug level"
+    );
+    let leaks = find_leaks(
+        &[
+            ("stdout", &stdout),
+            ("stderr", &stderr),
+            ("/metrics", &metrics),
+            ("rejected certificate exit", &rejected),
+            ("invalid secret exit", &invalid),
+        ],
+        &needles,
+    );
+    assert!(leaks.is_empty(), "{leaks:?}");
+    assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
+}

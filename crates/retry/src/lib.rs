@@ -114,6 +114,12 @@ pub mod policies {
     /// Deadline of one Kubernetes request, after which it counts as a transient failure.
     pub const KUBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+    /// One Azure request (an Entra ID token, a Key Vault secret): the same waits as a GitHub
+    /// request, as they share the listener's start-up and heal-in-place budget.
+    pub const KEY_VAULT_REQUEST: Backoff = GITHUB_REQUEST;
+    /// Retries of one Azure request after the first attempt.
+    pub const KEY_VAULT_REQUEST_MAX_RETRIES: u32 = 4;
+
     /// The listener's own loop, once a library gave up: failed polls, failed scale patches,
     /// failed session creation at start. Waits from 1 s capped at 30 s, no server hint.
     pub const LISTENER_LOOP: Backoff = Backoff::new(

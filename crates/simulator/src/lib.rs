@@ -12,6 +12,7 @@
 //! - [`kube_api`]: the Kubernetes API fake ([`kube_api::FakeKubeApi`]): `store` (objects and
 //!   the simulated runner controller), `rbac` (request paths, verbs, the listener Role),
 //!   `handler` (faults, the patch pipeline, `Status` answers), `merge` (RFC 7386).
+//! - [`azure`]: Entra ID's token endpoint and Key Vault ([`azure::FakeAzure`]), over TLS.
 //! - [`faults`]: the one fault model both fakes inject (delay, status, dropped connection,
 //!   counted down per firing) and their latency.
 //! - [`request_log`]: the one request record type and bounded log both fakes keep.
@@ -26,6 +27,7 @@
 
 mod accept;
 pub mod actions;
+pub mod azure;
 pub mod faults;
 pub mod kube_api;
 pub mod otlp_sink;

@@ -32,11 +32,13 @@ const INHERITED: &[&str] = &[
     "HTTPS_PROXY",
     "all_proxy",
     "ALL_PROXY",
+    "SSL_CERT_FILE",
 ];
 
 /// Inherited variable families removed likewise: OpenTelemetry's own settings (an inherited
-/// exporter endpoint would send spans elsewhere) and the listener's test knobs.
-const INHERITED_PREFIXES: &[&str] = &["OTEL_", "GHALISTENER_"];
+/// exporter endpoint would send spans elsewhere), the listener's test knobs and the Azure
+/// identity variables (workload identity).
+const INHERITED_PREFIXES: &[&str] = &["OTEL_", "GHALISTENER_", "AZURE_"];
 
 /// How long a plain GET may take before it counts as unanswered.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -34,6 +34,8 @@ pub struct EnvironmentOptions {
     pub log_format: String,
     /// The simulated controller creates and deletes runners to follow `spec.replicas`.
     pub runner_controller: bool,
+    /// How the listener authenticates to the fake GitHub; `None` is the PAT [`DEMO_TOKEN`].
+    pub github_auth: Option<FakeAuth>,
 }
 
 impl EnvironmentOptions {
@@ -48,6 +50,7 @@ impl EnvironmentOptions {
             log_level: "info".into(),
             log_format: "text".into(),
             runner_controller: true,
+            github_auth: None,
         }
     }
 
@@ -81,9 +84,12 @@ impl Environment {
     pub async fn start(options: EnvironmentOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.dir)?;
         let actions = FakeActions::start(FakeActionsConfig {
-            auth: FakeAuth::Pat {
-                token: DEMO_TOKEN.into(),
-            },
+            auth: options
+                .github_auth
+                .clone()
+                .unwrap_or_else(|| FakeAuth::Pat {
+                    token: DEMO_TOKEN.into(),
+                }),
             scale_set_id: SCALE_SET_ID,
             scale_set_name: SCALE_SET_NAME.into(),
             long_poll_hold: options.long_poll_hold,

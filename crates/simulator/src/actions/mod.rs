@@ -27,7 +27,7 @@
 
 mod server;
 mod state;
-mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -5,7 +5,8 @@
 //! spans once all three arrived (`--raw-spans` adds every span as received), and ends
 //! with a summary. `gha-simulator serve --dir DIR` starts the same world and writes
 //! `DIR/config.json` and `DIR/kubeconfig` for a listener started by someone else (the
-//! end-to-end suites), then runs the workload.
+//! end-to-end suites), then runs the workload. `--key-vault` (demo) moves the listener's
+//! GitHub credentials into a fake Azure Key Vault it reads them from with a certificate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use simulator::azure::{FakeAzure, FakeAzureConfig};
 use simulator::otlp_sink::{OtlpSink, ReceivedSpan};
 use simulator::support::{ListenerProcess, free_addr, http_body, http_get};
 use simulator::waterfall::Waterfalls;
@@ -23,7 +25,7 @@ use simulator::workload::{
 
 const USAGE: &str = "usage:
   gha-simulator demo [--listener PATH] [--dir DIR] [--waves 3,8,5] [--job-seconds N]
-                     [--raw-spans]
+                     [--raw-spans] [--key-vault]
   gha-simulator serve --dir DIR [--metrics-addr HOST:PORT] [--otel-endpoint URL]
                       [--waves 3,8,5] [--job-seconds N] [--linger-seconds N]";
 
@@ -38,6 +40,8 @@ struct Args {
     linger_seconds: u64,
     /// Print each span as received, besides the per-job waterfalls.
     raw_spans: bool,
+    /// The listener reads its GitHub credentials from a fake Azure Key Vault.
+    key_vault: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -58,6 +62,7 @@ fn parse_args() -> anyhow::Result<Args> {
         job_seconds: 2.0,
         linger_seconds: 0,
         raw_spans: false,
+        key_vault: false,
     };
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -95,6 +100,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .with_context(|| format!("--linger-seconds {v:?} is not a whole number"))?;
             }
             "--raw-spans" => args.raw_spans = true,
+            "--key-vault" => args.key_vault = true,
             other => bail!("unknown flag {other:?}"),
         }
     }
@@ -228,10 +234,26 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .or_else(|| sink.as_ref().map(OtlpSink::endpoint));
     let env = Environment::start(options).await?;
     let metrics_addr = env.options.metrics_addr.context("metrics address")?;
+    let mut listener_env = Vec::new();
+    let vault = if args.key_vault {
+        let vault = FakeAzure::start(FakeAzureConfig::default()).await?;
+        let mut config = env.listener_config();
+        listener_env = vault.take_over_credentials(&mut config, &dir, "arc-github-credentials")?;
+        env.write_config(&config)?;
+        Some(vault)
+    } else {
+        None
+    };
 
     println!("== gha-simulator demo");
     println!("   fake Actions service  {}", env.actions.url());
     println!("   fake Kubernetes API   {}", env.kube.url());
+    if let Some(vault) = &vault {
+        println!(
+            "   fake Entra ID + Key Vault {} (credentials in secret arc-github-credentials)",
+            vault.url()
+        );
+    }
     println!("   listener metrics      http://{metrics_addr}/metrics");
     match (&sink, &args.otel_endpoint) {
         (Some(s), _) => println!(
@@ -249,7 +271,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 
     // A clean environment: the listener follows the config written above, not whatever
     // RUST_LOG or OTEL_* the shell exported.
-    let mut child = ListenerProcess::spawn(&listener_bin, &env)
+    let mut child = ListenerProcess::spawn_with(&listener_bin, &env, &listener_env)
         .with_context(|| format!("starting {}", listener_bin.display()))?;
 
     let started = Instant::now();
