@@ -68,8 +68,7 @@ impl EphemeralRunnerSetScaler {
         let target = format!("ephemeralrunners/{namespace}/{DRY_RUN_RUNNER_NAME}/status (dry run)");
         let result = self
             .with_retries(&target, || {
-                self.runners
-                    .patch_status(DRY_RUN_RUNNER_NAME, &params, &patch)
+                self.patch_runner_status_text(DRY_RUN_RUNNER_NAME, &params, &patch)
             })
             .await;
         let failed = |code: Option<u16>, reason: String| ScalerError::RunnerStatusFailed {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource as _};
 
 use crate::error::ScalerError;
 use crate::resources::{EphemeralRunner, EphemeralRunnerSet, RunnerStatusPatch, ScalePatch};
@@ -57,7 +57,10 @@ impl ScalerConfig {
 /// Scales an `EphemeralRunnerSet` and writes job details to `EphemeralRunner` statuses.
 pub struct EphemeralRunnerSetScaler {
     pub(crate) sets: Api<EphemeralRunnerSet>,
-    pub(crate) runners: Api<EphemeralRunner>,
+    /// `ephemeralrunners` of the namespace, for the status patches sent by
+    /// [`Self::patch_runner_status_text`].
+    runners: kube::core::Request,
+    client: kube::Client,
     config: ScalerConfig,
     /// Held across the patch so decisions and their patches go out in call order.
     state: tokio::sync::Mutex<DesiredCountState>,
@@ -160,10 +163,14 @@ impl EphemeralRunnerSetScaler {
     /// [`Self::from_kube_config`] does), or kube's retries of 429/503/504 multiply ours.
     pub fn new(client: kube::Client, config: ScalerConfig) -> Self {
         let sets = Api::namespaced(client.clone(), &config.namespace);
-        let runners = Api::namespaced(client, &config.namespace);
+        let runners = kube::core::Request::new(EphemeralRunner::url_path(
+            &(),
+            Some(config.namespace.as_str()),
+        ));
         Self {
             sets,
             runners,
+            client,
             state: tokio::sync::Mutex::new(DesiredCountState::new(
                 config.min_runners,
                 config.max_runners,
@@ -186,6 +193,24 @@ impl EphemeralRunnerSetScaler {
     /// Retries made so far (all requests), for the reliability report.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// PATCH `ephemeralrunners/{name}/status` as kube's `Api::patch_status` does (same
+    /// client, auth, pool and error decoding), but leave the returned runner as text:
+    /// nothing reads it, and decoding the whole object on every job's patch was measurable
+    /// CPU (docs/benchmarks.md, findings).
+    pub(crate) async fn patch_runner_status_text(
+        &self,
+        name: &str,
+        params: &PatchParams,
+        patch: &Patch<RunnerStatusPatch<'_>>,
+    ) -> Result<(), kube::Error> {
+        let mut request = self
+            .runners
+            .patch_subresource("status", name, params, patch)
+            .map_err(kube::Error::BuildRequest)?;
+        request.extensions_mut().insert("patch_status");
+        self.client.request_text(request).await.map(drop)
     }
 
     /// Runs `op` until it succeeds, fails permanently, or transient failures use up the
@@ -338,11 +363,12 @@ impl EphemeralRunnerSetScaler {
         let target = format!("ephemeralrunners/{namespace}/{runner}/status");
         let result = self
             .with_retries(&target, || {
-                self.runners.patch_status(runner, &params, &patch)
+                self.patch_runner_status_text(runner, &params, &patch)
             })
             .await;
         match result {
-            Ok(_) => tracing::info!(
+            // Debug, not info: one line per job was a write(2) per job (docs/benchmarks.md).
+            Ok(()) => tracing::debug!(
                 runner,
                 job_request_id = job.status.job_request_id,
                 job_id = %job.status.job_id,

@@ -83,3 +83,32 @@ where
         _ = shutdown.wait_for(|s| *s) => {}
     }
 }
+
+/// A fake's server task and its shutdown flag: the fake keeps this in its shared state
+/// (the task is spawned once that state exists, so it is set afterwards).
+pub(crate) struct ServerTask {
+    shutdown: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ServerTask {
+    /// The flag, and the receiver [`serve`] watches.
+    pub(crate) fn new() -> (Self, watch::Receiver<bool>) {
+        let (shutdown, receiver) = watch::channel(false);
+        let task = std::sync::Mutex::new(None);
+        (Self { shutdown, task }, receiver)
+    }
+
+    pub(crate) fn set(&self, task: tokio::task::JoinHandle<()>) {
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Raise the flag (every connection closes) and wait for the accept loop to end.
+    pub(crate) async fn stop(&self) {
+        let _ = self.shutdown.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}

@@ -34,8 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
 pub use server::runs::FakeRateLimit;
 use state::State;
@@ -336,8 +335,7 @@ pub(crate) struct Inner {
     /// Woken whenever the queue gains a message, to answer held polls.
     pub(crate) queue_changed: Notify,
     ca_pem: Option<String>,
-    shutdown: watch::Sender<bool>,
-    server_task: Mutex<Option<JoinHandle<()>>>,
+    server: crate::accept::ServerTask,
 }
 
 impl Inner {
@@ -366,7 +364,7 @@ impl FakeActions {
         let base_url = format!("{scheme}://127.0.0.1:{}", addr.port());
         let service_prefix = format!("/{}/", state::random_alnum(12).to_lowercase());
         let state = State::new(&config, &base_url, &service_prefix)?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (server, shutdown_rx) = crate::accept::ServerTask::new();
         let inner = Arc::new(Inner {
             config,
             base_url,
@@ -374,8 +372,7 @@ impl FakeActions {
             state: Mutex::new(state),
             queue_changed: Notify::new(),
             ca_pem,
-            shutdown,
-            server_task: Mutex::new(None),
+            server,
         });
         let task = tokio::spawn(server::serve(
             Arc::clone(&inner),
@@ -383,7 +380,7 @@ impl FakeActions {
             acceptor,
             shutdown_rx,
         ));
-        *inner.server_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        inner.server.set(task);
         tracing::info!(url = %inner.base_url, "fake Actions service started");
         Ok(FakeActions { inner })
     }
@@ -569,16 +566,7 @@ impl FakeActions {
 
     /// Stop serving and close every connection.
     pub async fn shutdown(self) {
-        let _ = self.inner.shutdown.send(true);
-        let task = self
-            .inner
-            .server_task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.inner.server.stop().await;
     }
 }
 

@@ -23,8 +23,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use sha1::Digest as _;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// A throwaway RSA key (PKCS#8 PEM) for a registered test client.
 pub const CLIENT_KEY_PEM: &str = include_str!("fixtures/client_key.pem");
@@ -95,8 +93,7 @@ struct Inner {
     config: FakeAzureConfig,
     base_url: String,
     state: Mutex<State>,
-    shutdown: watch::Sender<bool>,
-    server_task: Mutex<Option<JoinHandle<()>>>,
+    server: crate::accept::ServerTask,
 }
 
 impl Inner {
@@ -118,13 +115,12 @@ impl FakeAzure {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let tls = crate::actions::tls::generate()?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (server, shutdown_rx) = crate::accept::ServerTask::new();
         let inner = Arc::new(Inner {
             config,
             base_url: format!("https://127.0.0.1:{}", addr.port()),
             state: Mutex::new(State::default()),
-            shutdown,
-            server_task: Mutex::new(None),
+            server,
         });
         let task = tokio::spawn(server::serve(
             Arc::clone(&inner),
@@ -132,7 +128,7 @@ impl FakeAzure {
             tls.acceptor,
             shutdown_rx,
         ));
-        *inner.server_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        inner.server.set(task);
         tracing::info!(url = %inner.base_url, "fake Entra ID and Key Vault started");
         Ok(Self {
             inner,
@@ -283,16 +279,7 @@ impl FakeAzure {
 
     /// Stop serving and close every connection.
     pub async fn shutdown(self) {
-        let _ = self.inner.shutdown.send(true);
-        let task = self
-            .inner
-            .server_task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.inner.server.stop().await;
     }
 }
 
