@@ -1,6 +1,7 @@
 //! The Actions client: GitHub REST authentication, the admin connection to the Actions
 //! service, and the HTTP core (timeouts, retries, error mapping) shared with sessions.
 
+use retry::describe::error_chain;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -514,21 +515,6 @@ fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
         };
     }
     false
-}
-
-/// An error and its sources on one line (reqwest's Display alone hides the cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -180,13 +180,4 @@ pub(crate) fn redact_url(url: &url::Url) -> String {
 }
 
 /// Keep error texts from the service bounded.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+pub(crate) use retry::describe::truncate;

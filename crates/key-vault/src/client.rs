@@ -3,6 +3,7 @@
 //! Every request is retried through [`retry::Backoff`] on what may heal (connection,
 //! timeout, 408, 429, 5xx but 501).
 
+use retry::describe::truncate;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -524,17 +525,6 @@ pub(crate) fn challenge_resource(header: &str) -> Option<String> {
         }
     }
     scope
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

@@ -67,6 +67,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A series' key in the exemplar store: the metric and its labels, sorted.
+fn series_key(metric: &str, labels: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+    (
+        metric.to_owned(),
+        sorted(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        ),
+    )
+}
+
 fn sorted(labels: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
     let mut labels: Vec<_> = labels.collect();
     labels.sort();
@@ -102,14 +114,7 @@ impl Exemplars {
             .iter()
             .position(|b| value <= *b)
             .unwrap_or(bounds.len());
-        let key = (
-            metric.to_owned(),
-            sorted(
-                labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            ),
-        );
+        let key = series_key(metric, labels);
         let mut series = lock(&self.store.by_series);
         let buckets = series.entry(key).or_default();
         buckets.resize(bounds.len() + 1, None);
@@ -122,14 +127,7 @@ impl Exemplars {
 
     /// The series was evicted: forget its exemplars.
     pub(crate) fn forget(&self, metric: &str, labels: &[(&str, &str)]) {
-        let key = (
-            metric.to_owned(),
-            sorted(
-                labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            ),
-        );
+        let key = series_key(metric, labels);
         lock(&self.store.by_series).remove(&key);
     }
 

@@ -7,7 +7,10 @@
 //! - [`FailureKind`] and [`Classify`]: what a failure means to a caller deciding whether to
 //!   retry, wait, skip or give up.
 //! - [`parse_retry_after`]: the `Retry-After` header (seconds or HTTP date).
+//! - [`describe`]: a failure's text: its cause chain on one line, bounded.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod describe;
 
 use std::time::{Duration, SystemTime};
 

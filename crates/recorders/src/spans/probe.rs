@@ -5,6 +5,7 @@
 
 use super::export::http_client;
 use super::{OtelSettings, OtlpProtocol};
+use retry::describe::error_chain;
 
 /// Why the collector did not accept the empty export. Never holds a header value.
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +56,4 @@ pub async fn probe_collector(settings: &OtelSettings) -> Result<u16, ProbeError>
     } else {
         Err(ProbeError::Refused { endpoint, status })
     }
-}
-
-/// An error and its sources on one line (reqwest's Display alone hides the cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

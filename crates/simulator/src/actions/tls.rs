@@ -14,18 +14,25 @@ pub(crate) struct GeneratedTls {
     pub(crate) ca_pem: String,
 }
 
-pub(crate) fn generate() -> anyhow::Result<GeneratedTls> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
+/// A certificate authority's parameters, named `common_name`: what every fake's
+/// throwaway CA signs its leaf certificates with.
+pub(crate) fn ca_params(common_name: &str) -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
         .distinguished_name
-        .push(DnType::CommonName, "fake-actions test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    Ok(params)
+}
+
+pub(crate) fn generate() -> anyhow::Result<GeneratedTls> {
+    let ca =
+        CertifiedIssuer::self_signed(ca_params("fake-actions test CA")?, KeyPair::generate()?)?;
 
     let mut leaf_params =
         CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;

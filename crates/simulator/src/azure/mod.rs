@@ -96,6 +96,17 @@ struct Inner {
     server: crate::accept::ServerTask,
 }
 
+impl State {
+    /// The application `client_id` of `tenant_id`, registered on first use.
+    fn client(&mut self, tenant_id: &str, client_id: &str) -> &mut Client {
+        self.tenants
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .entry(client_id.to_owned())
+            .or_default()
+    }
+}
+
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -164,11 +175,7 @@ impl FakeAzure {
             .encode(sha1::Sha1::digest(cert.der().as_ref()));
         self.inner
             .state()
-            .tenants
-            .entry(tenant_id.to_owned())
-            .or_default()
-            .entry(client_id.to_owned())
-            .or_default()
+            .client(tenant_id, client_id)
             .certificates
             .push(RegisteredCertificate {
                 x5t,
@@ -181,11 +188,7 @@ impl FakeAzure {
     pub fn accept_federated_token(&self, tenant_id: &str, client_id: &str, token: &str) {
         self.inner
             .state()
-            .tenants
-            .entry(tenant_id.to_owned())
-            .or_default()
-            .entry(client_id.to_owned())
-            .or_default()
+            .client(tenant_id, client_id)
             .federated_tokens
             .push(token.to_owned());
     }

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
 };
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -31,13 +30,7 @@ fn named(common_name: &str, sans: Vec<String>) -> anyhow::Result<CertificatePara
 pub(super) fn generate(require_client_cert: bool) -> anyhow::Result<SinkTls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca_key = KeyPair::generate()?;
-    let mut ca_params = named("fake-otlp-collector-ca", Vec::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let ca_params = crate::actions::tls::ca_params("fake-otlp-collector-ca")?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
