@@ -6,6 +6,7 @@ use std::time::Duration;
 use key_vault::{AzureEnvironment, Error, KeyVaultClient, KeyVaultConfig, KeyVaultOptions};
 use retry::{Backoff, Classify, FailureKind};
 use simulator::azure::{CLIENT_KEY_PEM, FakeAzure, FakeAzureConfig, OTHER_KEY_PEM};
+use simulator::proxy::{ConnectProxy, PROXIED_HOST};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0f2a4c1e-1111-2222-3333-444455556666";
@@ -157,6 +158,44 @@ async fn workload_identity_reads_the_token_file_on_every_request() {
     let err = client.get_secret("arc-github").await.unwrap_err();
     assert!(matches!(err, Error::AssertionRejected { .. }), "{err}");
     assert!(!err.to_string().contains("not-federated"), "{err}");
+}
+
+/// `azure_key_vault.proxy` carries both the Entra ID and the Key Vault calls: the fake
+/// stands under a name only the proxy can reach, and the proxy saw a tunnel for each.
+#[tokio::test]
+async fn the_proxy_carries_the_entra_id_and_key_vault_calls() {
+    let s = setup(FakeAzureConfig::default()).await;
+    s.fake.set_secret("arc-github", SECRET_VALUE);
+    s.fake.accept_federated_token(TENANT, CLIENT, "federated-1");
+    let token_file = s.dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "federated-1").unwrap();
+    let fake_addr: std::net::SocketAddr = s
+        .fake
+        .url()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let proxy = ConnectProxy::start(fake_addr).await.unwrap();
+    let proxied_url = format!("https://{PROXIED_HOST}:{}", fake_addr.port());
+
+    let mut config = s.config("");
+    config.url = proxied_url.clone();
+    config.proxy.https_proxy = Some(proxy.url().parse().unwrap());
+    let env = AzureEnvironment {
+        federated_token_file: Some(token_file),
+        authority_host: Some(proxied_url),
+        ..Default::default()
+    };
+    let client = s.client(&config, &env);
+    let secret = client.get_secret("arc-github").await.unwrap();
+    assert_eq!(secret.expose_secret(), SECRET_VALUE);
+    let tunnel = format!("{PROXIED_HOST}:{}", fake_addr.port());
+    let tunnels = proxy.tunnels();
+    assert!(
+        !tunnels.is_empty() && tunnels.iter().all(|t| *t == tunnel),
+        "{tunnels:?}"
+    );
+    assert_eq!(s.fake.counts().tokens_issued, 1);
 }
 
 #[tokio::test]

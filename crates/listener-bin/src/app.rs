@@ -17,6 +17,7 @@ use scaler::{EphemeralRunnerSetScaler, RunnerJobStatus, Scaler, ScalerConfig};
 use crate::actions_source::ActionsSource;
 use crate::health::Health;
 use crate::listener::{Listener, LoopMetrics, LoopSettings};
+use crate::recovery::Degradation;
 use crate::retry_metrics::RetryCounters;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
@@ -155,11 +156,21 @@ async fn run_session(
             "long-poll timeout overridden"
         );
     }
-    let credentials = settings
+    // A vault that is down or a secret not there yet is waited out in place, as the loop
+    // waits out rejected credentials; only credentials that cannot work as written exit.
+    let degradation = Degradation::new(
+        loop_metrics.degraded.clone(),
+        health.loop_health().clone(),
+        settings.recovery_max_backoff,
+    );
+    let Some(credentials) = settings
         .credentials
-        .load()
+        .load_waiting_out(&degradation, shutdown.token())
         .await
-        .context("reading the GitHub credentials")?;
+        .context("reading the GitHub credentials")?
+    else {
+        return Ok(());
+    };
     let client = ActionsClient::new(
         &config.configure_url,
         credentials,

@@ -13,7 +13,10 @@ use github_client::Credentials;
 use key_vault::{AzureEnvironment, KeyVaultClient, KeyVaultOptions};
 use retry::{Classify, FailureKind};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Config, ConfigCredentials, ConfigError, parse_app_config};
+use crate::recovery::{BlockedCall, Degradation, DegradedReason};
 
 /// Where [`CredentialsSource::load`] reads the credentials from.
 #[derive(Clone)]
@@ -111,6 +114,38 @@ impl CredentialsSource {
                     "read the GitHub credentials from Azure Key Vault"
                 );
                 Ok(github_credentials(parsed))
+            }
+        }
+    }
+}
+
+impl CredentialsSource {
+    /// The credentials at start, waiting out in place what can clear: the vault unreachable
+    /// or answering 5xx after the client's retries, its secret missing, access to it
+    /// denied, the client assertion rejected. Meanwhile the listener is degraded
+    /// `credentials_unavailable` (not ready, the gauge at 1, one log line per change of
+    /// state) and reads the credentials again after each wait. Only what cannot work as
+    /// written ([`FailureKind::InvalidInput`]: a config or secret with a bad key, an
+    /// unreadable certificate) is returned as an error. `Ok(None)`: shutdown came first.
+    pub async fn load_waiting_out(
+        &self,
+        degradation: &Degradation,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Credentials>, CredentialsError> {
+        loop {
+            let error = match self.load().await {
+                Ok(credentials) => {
+                    degradation.succeeded(BlockedCall::Session);
+                    return Ok(Some(credentials));
+                }
+                Err(error) if error.kind() == FailureKind::InvalidInput => return Err(error),
+                Err(error) => error,
+            };
+            let wait =
+                degradation.wait_before_retry(DegradedReason::CredentialsUnavailable, &error);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Waiting out, in place, a condition that needs someone to act: credentials GitHub
-//! rejects, a scale set the service does not know, an EphemeralRunnerSet the Role does not
+//! rejects or that cannot be read from the vault at start, a scale set the service does not know, an EphemeralRunnerSet the Role does not
 //! cover or that does not exist.
 //!
 //! ARC's controller recreates an exited listener at once, with no backoff, so exiting on
@@ -23,6 +23,9 @@ use crate::health::LoopHealth;
 pub enum DegradedReason {
     /// GitHub answered 401/403 to the registration- or installation-token request.
     CredentialsRejected,
+    /// The credentials could not be read at start (Azure Key Vault: unreachable, the
+    /// secret missing, access denied, the client assertion rejected).
+    CredentialsUnavailable,
     /// Session creation answered 404 `RunnerScaleSetNotFoundException`.
     ScaleSetNotFound,
     /// The EphemeralRunnerSet patch answered 403 (or 401).
@@ -41,8 +44,9 @@ pub enum BlockedCall {
 }
 
 impl DegradedReason {
-    pub const ALL: [DegradedReason; 4] = [
+    pub const ALL: [DegradedReason; 5] = [
         DegradedReason::CredentialsRejected,
+        DegradedReason::CredentialsUnavailable,
         DegradedReason::ScaleSetNotFound,
         DegradedReason::SetForbidden,
         DegradedReason::SetNotFound,
@@ -51,6 +55,7 @@ impl DegradedReason {
     pub fn label(self) -> &'static str {
         match self {
             DegradedReason::CredentialsRejected => "credentials_rejected",
+            DegradedReason::CredentialsUnavailable => "credentials_unavailable",
             DegradedReason::ScaleSetNotFound => "scale_set_not_found",
             DegradedReason::SetForbidden => "set_forbidden",
             DegradedReason::SetNotFound => "set_not_found",
@@ -64,6 +69,12 @@ impl DegradedReason {
                 "GitHub rejects the credentials: rotate github_token or the App key in the \
                  config secret, or reinstall/unsuspend the GitHub App; the file is read again \
                  before each attempt"
+            }
+            DegradedReason::CredentialsUnavailable => {
+                "the GitHub credentials cannot be read from Azure Key Vault (the error says \
+                 why: the vault unreachable, the secret missing, access to it denied, the \
+                 client assertion rejected): fix it in the vault or Entra ID; the secret is \
+                 read again before each attempt"
             }
             DegradedReason::ScaleSetNotFound => {
                 "the Actions service does not know runner_scale_set_id: re-register the scale \
@@ -84,9 +95,9 @@ impl DegradedReason {
 
     pub fn blocks(self) -> BlockedCall {
         match self {
-            DegradedReason::CredentialsRejected | DegradedReason::ScaleSetNotFound => {
-                BlockedCall::Session
-            }
+            DegradedReason::CredentialsRejected
+            | DegradedReason::CredentialsUnavailable
+            | DegradedReason::ScaleSetNotFound => BlockedCall::Session,
             DegradedReason::SetForbidden | DegradedReason::SetNotFound => BlockedCall::Scale,
         }
     }

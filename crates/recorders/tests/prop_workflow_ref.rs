@@ -11,7 +11,12 @@ fn segment() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // A fixed seed: the same cases on every run, so a failure reproduces and CI is
+    // deterministic (a new seed is a deliberate change here, not luck).
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_0f_ca5e),
+        ..proptest::prelude::ProptestConfig::with_cases(512)
+    })]
 
     #[test]
     fn arbitrary_input_never_panics_and_targets_are_of_a_known_kind(input in ".{0,200}") {
@@ -23,7 +28,8 @@ proptest! {
                 || info.target.starts_with("pull/"),
             "{input:?} -> {info:?}"
         );
-        prop_assert!(!info.name.contains('/'), "{input:?} -> {info:?}");
+        // Go's `path.Base` of a path of only slashes is "/": the one name with a slash.
+        prop_assert!(!info.name.contains('/') || info.name == "/", "{input:?} -> {info:?}");
         if input.matches('@').count() != 1 {
             prop_assert_eq!(info.name, "");
             prop_assert_eq!(info.target, "");

@@ -18,6 +18,7 @@
 //! - [`request_log`]: the one request record type and bounded log both fakes keep.
 //! - `accept`: the accept loop every fake server runs (TLS or plain), backing off on
 //!   accept errors such as `EMFILE` instead of spinning.
+//! - [`proxy`]: a CONNECT forward proxy in front of a fake, for proxy settings.
 //! - [`otlp_sink`]: an OTLP/HTTP trace receiver; [`workload`]: the demo environment and a
 //!   workload generator driving the fakes.
 //! - `strategies` (feature `strategies`): property-test strategies (arbitrary JSON).
@@ -31,6 +32,7 @@ pub mod azure;
 pub mod faults;
 pub mod kube_api;
 pub mod otlp_sink;
+pub mod proxy;
 pub mod request_log;
 #[cfg(feature = "strategies")]
 pub mod strategies;

@@ -1,4 +1,5 @@
-//! A throwaway CA and a leaf certificate for 127.0.0.1 / localhost, generated per fake.
+//! A throwaway CA and a leaf certificate for 127.0.0.1 / localhost (and
+//! [`crate::proxy::PROXIED_HOST`], reached through a proxy), generated per fake.
 
 use std::sync::Arc;
 
@@ -35,7 +36,11 @@ pub(crate) fn generate() -> anyhow::Result<GeneratedTls> {
         CertifiedIssuer::self_signed(ca_params("fake-actions test CA")?, KeyPair::generate()?)?;
 
     let mut leaf_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        CertificateParams::new(vec![
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        crate::proxy::PROXIED_HOST.to_owned(),
+    ])?;
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "127.0.0.1");
