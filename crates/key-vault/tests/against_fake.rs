@@ -169,12 +169,8 @@ async fn the_proxy_carries_the_entra_id_and_key_vault_calls() {
     s.fake.accept_federated_token(TENANT, CLIENT, "federated-1");
     let token_file = s.dir.path().join("azure-identity-token");
     std::fs::write(&token_file, "federated-1").unwrap();
-    let fake_addr: std::net::SocketAddr = s
-        .fake
-        .url()
-        .trim_start_matches("https://")
-        .parse()
-        .unwrap();
+    let fake_addr: std::net::SocketAddr =
+        s.fake.url().trim_start_matches("https://").parse().unwrap();
     let proxy = ConnectProxy::start(fake_addr).await.unwrap();
     let proxied_url = format!("https://{PROXIED_HOST}:{}", fake_addr.port());
 

@@ -230,10 +230,7 @@ async fn check_reads_the_credentials_from_the_vault() {
         credentials.contains(SECRET_NAME) && credentials.contains("not found"),
         "{text}"
     );
-    assert!(
-        text.contains("skip github-registration-token:"),
-        "{text}"
-    );
+    assert!(text.contains("skip github-registration-token:"), "{text}");
 
     let secret = json!({ "github_token": DEMO_TOKEN }).to_string();
     vault.azure.set_secret(SECRET_NAME, &secret);
@@ -263,13 +260,19 @@ async fn waits_out(
     command.env("GHALISTENER_RECOVERY_MAX_BACKOFF_SECS", "1");
     let mut child = ListenerProcess::start(command, &log, None).unwrap();
     let degraded = wait_until(Duration::from_secs(60), || {
-        child.output().contains("reason=\"credentials_unavailable\"")
+        child
+            .output()
+            .contains("reason=\"credentials_unavailable\"")
     })
     .await;
     let before = vault.azure.counts();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(degraded, "not degraded:\n{}", child.output());
-    assert!(child.try_exit().unwrap().is_none(), "exited:\n{}", child.output());
+    assert!(
+        child.try_exit().unwrap().is_none(),
+        "exited:\n{}",
+        child.output()
+    );
     assert!(child.output().contains(what), "{}", child.output());
     // Waiting, not spinning: about one attempt a second at a 1 s cap.
     let after = vault.azure.counts();

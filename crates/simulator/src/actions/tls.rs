@@ -35,8 +35,7 @@ pub(crate) fn generate() -> anyhow::Result<GeneratedTls> {
     let ca =
         CertifiedIssuer::self_signed(ca_params("fake-actions test CA")?, KeyPair::generate()?)?;
 
-    let mut leaf_params =
-        CertificateParams::new(vec![
+    let mut leaf_params = CertificateParams::new(vec![
         "127.0.0.1".to_owned(),
         "localhost".to_owned(),
         crate::proxy::PROXIED_HOST.to_owned(),
