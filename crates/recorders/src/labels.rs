@@ -110,7 +110,7 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_0f_ca5e),
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ca5e),
             ..proptest::prelude::ProptestConfig::default()
         })]
         #[test]
