@@ -461,15 +461,28 @@ async fn no_key_vault_secret_in_output_at_debug_level() {
     let stopped = child.terminate(Duration::from_secs(30)).await.unwrap();
     assert_eq!(stopped.code(), Some(0));
 
-    // Failed starts: a rejected certificate, then a federated token with a secret that is
-    // not app config JSON (its value must not be quoted).
+    // A rejected certificate (waited out in place: degraded, then SIGTERM), then a failed
+    // start: a federated token with a secret that is not app config JSON (its value must
+    // not be quoted).
     let wrong_cert = azure
         .register_certificate("elsewhere", "elsewhere", OTHER_KEY_PEM)
         .unwrap();
     let wrong_path = dir.path().join("wrong.pem");
     std::fs::write(&wrong_path, format!("{wrong_cert}{OTHER_KEY_PEM}")).unwrap();
     env.write_config(&vault_config(&wrong_path)).unwrap();
-    let rejected = run_to_exit(command()).await;
+    let rejected_log = dir.path().join("rejected.log");
+    let mut waiting = ListenerProcess::start(command(), &rejected_log, None).expect("spawn");
+    assert!(
+        simulator::support::wait_until(Duration::from_secs(60), || waiting
+            .output()
+            .contains("credentials_unavailable"))
+        .await,
+        "not degraded: {}",
+        waiting.output()
+    );
+    let stopped = waiting.terminate(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(stopped.code(), Some(0));
+    let rejected = waiting.output();
     let not_app_config = r#"{"github_app_installation_id":"ghp_notAnAppConfigButSecret000"}"#;
     azure.set_secret(NAME, not_app_config);
     let mut federated_config = vault_config(std::path::Path::new(""));
@@ -504,7 +517,7 @@ async fn no_key_vault_secret_in_output_at_debug_level() {
             ("stdout", &stdout),
             ("stderr", &stderr),
             ("/metrics", &metrics),
-            ("rejected certificate exit", &rejected),
+            ("rejected certificate, waited out", &rejected),
             ("invalid secret exit", &invalid),
         ],
         &needles,
