@@ -33,31 +33,29 @@ pub struct EphemeralRunnerSetSpec {
     pub patch_id: i32,
 }
 
-/// ARC's `EphemeralRunner` (as much of it as the listener needs).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// ARC's `EphemeralRunner`, only for its API path: the listener writes its status with a
+/// merge patch and never decodes one (the patch's answer is read as text).
+#[derive(Debug, Clone, Default)]
 pub struct EphemeralRunner {
-    #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub status: EphemeralRunnerJobStatus,
 }
 
-/// The job fields of an `EphemeralRunner`'s status. Empty values are omitted, as the
-/// Go listener's `omitempty` tags do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// The job fields of an `EphemeralRunner`'s status, as the listener writes them. Empty
+/// values are omitted, as the Go listener's `omitempty` tags do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralRunnerJobStatus {
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub job_request_id: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub job_repository_name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub job_id: String,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub workflow_run_id: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub job_workflow_ref: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub job_display_name: String,
 }
 
