@@ -1,7 +1,6 @@
 //! The Actions client: GitHub REST authentication, the admin connection to the Actions
 //! service, and the HTTP core (timeouts, retries, error mapping) shared with sessions.
 
-use retry::describe::error_chain;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +16,7 @@ use crate::net::{ProxyConfig, tls_config};
 use crate::retry::ClientMetrics;
 use crate::secret::SecretString;
 use ::retry::RetryPolicy;
+use ::retry::describe::error_chain;
 use ::retry::parse_retry_after;
 
 /// Query parameter the Actions service wants on every call.

@@ -67,12 +67,7 @@ fn envelope(id: i64, message_type: &str, body: &str) -> Vec<u8> {
 }
 
 proptest! {
-    // A fixed seed: the same cases on every run, so a failure reproduces and CI is
-    // deterministic (a new seed is a deliberate change here, not luck).
-    #![proptest_config(proptest::prelude::ProptestConfig {
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ca5e),
-        ..proptest::prelude::ProptestConfig::with_cases(256)
-    })]
+    #![proptest_config(simulator::strategies::seeded(256))]
 
     #[test]
     fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..1024)) {

@@ -3,12 +3,12 @@
 //! Every request is retried through [`retry::Backoff`] on what may heal (connection,
 //! timeout, 408, 429, 5xx but 501).
 
-use retry::describe::truncate;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use github_client::SecretString;
 use retry::Backoff;
+use retry::describe::truncate;
 use url::Url;
 
 use crate::assertion::AssertionSource;

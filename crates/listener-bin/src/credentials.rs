@@ -12,10 +12,10 @@ use std::sync::Arc;
 use github_client::Credentials;
 use key_vault::{AzureEnvironment, KeyVaultClient, KeyVaultOptions};
 use retry::{Classify, FailureKind};
-
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigCredentials, ConfigError, parse_app_config};
+use crate::listener::sleep_or_shutdown;
 use crate::recovery::{BlockedCall, Degradation, DegradedReason};
 
 /// Where [`CredentialsSource::load`] reads the credentials from.
@@ -117,9 +117,7 @@ impl CredentialsSource {
             }
         }
     }
-}
 
-impl CredentialsSource {
     /// The credentials at start, waiting out in place what can clear: the vault unreachable
     /// or answering 5xx after the client's retries, its secret missing, access to it
     /// denied, the client assertion rejected. Meanwhile the listener is degraded
@@ -143,9 +141,8 @@ impl CredentialsSource {
             };
             let wait =
                 degradation.wait_before_retry(DegradedReason::CredentialsUnavailable, &error);
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(None),
-                _ = tokio::time::sleep(wait) => {}
+            if sleep_or_shutdown(wait, shutdown).await {
+                return Ok(None);
             }
         }
     }

@@ -530,7 +530,8 @@ async fn finish_within_grace<F: std::future::Future>(
 }
 
 /// Sleep, or return `true` at once when shutdown arrives first.
-async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+/// Sleep `wait`; `true` when shutdown came first.
+pub(crate) async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(wait) => false,

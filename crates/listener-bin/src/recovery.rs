@@ -1,6 +1,6 @@
 //! Waiting out, in place, a condition that needs someone to act: credentials GitHub
-//! rejects or that cannot be read from the vault at start, a scale set the service does not know, an EphemeralRunnerSet the Role does not
-//! cover or that does not exist.
+//! rejects or that cannot be read from the vault at start, a scale set the service does
+//! not know, an EphemeralRunnerSet the Role does not cover or that does not exist.
 //!
 //! ARC's controller recreates an exited listener at once, with no backoff, so exiting on
 //! such a condition is a crash loop: registration-token calls every few seconds against the

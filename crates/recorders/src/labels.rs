@@ -109,10 +109,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ca5e),
-            ..proptest::prelude::ProptestConfig::default()
-        })]
+        #![proptest_config(simulator::strategies::seeded(256))]
         #[test]
         fn workflow_ref_parsing_never_panics(input in ".*") {
             let info = parse_workflow_ref(&input);

@@ -11,12 +11,7 @@ fn segment() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    // A fixed seed: the same cases on every run, so a failure reproduces and CI is
-    // deterministic (a new seed is a deliberate change here, not luck).
-    #![proptest_config(proptest::prelude::ProptestConfig {
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ca5e),
-        ..proptest::prelude::ProptestConfig::with_cases(512)
-    })]
+    #![proptest_config(simulator::strategies::seeded(512))]
 
     #[test]
     fn arbitrary_input_never_panics_and_targets_are_of_a_known_kind(input in ".{0,200}") {

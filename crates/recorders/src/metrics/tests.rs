@@ -408,12 +408,7 @@ fn unbounded_when_the_limit_is_zero() {
 }
 
 proptest::proptest! {
-    // A fixed seed: the same cases on every run, so a failure reproduces and CI is
-    // deterministic (a new seed is a deliberate change here, not luck).
-    #![proptest_config(proptest::prelude::ProptestConfig {
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ca5e),
-        ..proptest::prelude::ProptestConfig::with_cases(64)
-    })]
+    #![proptest_config(simulator::strategies::seeded(64))]
     #[test]
     fn series_never_exceed_the_limit(limit in 1usize..20, names in proptest::collection::vec(0u8..40, 0..200)) {
         let mut tracker = SeriesTracker::default();

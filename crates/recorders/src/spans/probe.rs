@@ -3,9 +3,10 @@
 //! with 2xx. It
 //! goes through the exporter's own HTTP client, so TLS and headers are the ones spans get.
 
+use retry::describe::error_chain;
+
 use super::export::http_client;
 use super::{OtelSettings, OtlpProtocol};
-use retry::describe::error_chain;
 
 /// Why the collector did not accept the empty export. Never holds a header value.
 #[derive(Debug, thiserror::Error)]

@@ -89,13 +89,6 @@ struct State {
     failing: Option<(u32, u16)>,
 }
 
-struct Inner {
-    config: FakeAzureConfig,
-    base_url: String,
-    state: Mutex<State>,
-    server: crate::accept::ServerTask,
-}
-
 impl State {
     /// The application `client_id` of `tenant_id`, registered on first use.
     fn client(&mut self, tenant_id: &str, client_id: &str) -> &mut Client {
@@ -105,6 +98,13 @@ impl State {
             .entry(client_id.to_owned())
             .or_default()
     }
+}
+
+struct Inner {
+    config: FakeAzureConfig,
+    base_url: String,
+    state: Mutex<State>,
+    server: crate::accept::ServerTask,
 }
 
 impl Inner {
