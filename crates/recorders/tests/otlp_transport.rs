@@ -1,5 +1,6 @@
 //! The exporter's transport settings against the simulator's OTLP sink: a collector behind
-//! a private CA, one that requires a client certificate (mTLS), gzip and OTLP/JSON. Every
+//! a private CA, one that requires a client certificate (mTLS), gzip and OTLP/JSON, and
+//! the retries of the OTLP/HTTP specification's retryable answers. Every
 //! setting comes through `OtelSettings::resolve` from the standard variables.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -147,4 +148,31 @@ async fn gzip_and_json_are_sent_as_configured() {
     let queue = spans.iter().find(|s| s.name == "runner.queue").unwrap();
     assert_eq!(queue.trace_id.len(), 32, "{queue:?}");
     assert_eq!(queue.end_unix_nanos - queue.start_unix_nanos, 2_000_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_answers_are_retried_and_others_are_not() {
+    let sink = OtlpSink::start().await.unwrap();
+    // 429, 502, 503 and 504 are retryable: the third retry's request is kept.
+    sink.refuse_next(&[503, 502, 429]);
+    assert_eq!(export_one_job(&sink, settings(&sink, &[])).await, 3);
+    let statuses: Vec<u16> = sink.received_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 502, 429, 200]);
+
+    // A 400 is final: one request, the spans counted as failed.
+    let sink = OtlpSink::start().await.unwrap();
+    sink.refuse_next(&[400]);
+    let registry = prometheus::Registry::new();
+    let recorder =
+        SpanRecorder::start(settings(&sink, &[]), &ScaleSetLabels::default(), &registry).unwrap();
+    recorder.record_job_completed(&job());
+    recorder.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(sink.received_requests().len(), 1);
+    assert!(sink.spans().is_empty());
+    let failed = registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "gha_listener_spans_export_failed_total")
+        .map(|f| f.get_metric()[0].get_counter().get_value());
+    assert_eq!(failed, Some(3.0));
 }

@@ -123,6 +123,23 @@ pub mod policies {
     /// Retries of one Azure request after the first attempt.
     pub const KEY_VAULT_REQUEST_MAX_RETRIES: u32 = 4;
 
+    /// One OTLP span export request: transport errors, 429, 502, 503, 504 (the OTLP/HTTP
+    /// specification's retryable answers). Waits from 100 ms capped at 1.6 s; `Retry-After`
+    /// honoured up to 30 s; never past the export's own timeout (10 s by default). The
+    /// figures opentelemetry-otlp's exporter used before the listener encoded spans itself.
+    pub const OTLP_EXPORT: Backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_millis(1600),
+        Duration::from_secs(30),
+    );
+    /// Retries of one export request after the first attempt.
+    pub const OTLP_EXPORT_MAX_RETRIES: u32 = 3;
+    /// The span exporter's policy: [`OTLP_EXPORT`], [`OTLP_EXPORT_MAX_RETRIES`].
+    pub const OTLP_EXPORT_RETRIES: RetryPolicy = RetryPolicy {
+        max_retries: OTLP_EXPORT_MAX_RETRIES,
+        backoff: OTLP_EXPORT,
+    };
+
     /// The listener's own loop, once a library gave up: failed polls, failed scale patches,
     /// failed session creation at start. Waits from 1 s capped at 30 s, no server hint.
     pub const LISTENER_LOOP: Backoff = Backoff::new(

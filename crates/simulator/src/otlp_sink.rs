@@ -68,6 +68,8 @@ struct Received {
     spans: Mutex<Vec<ReceivedSpan>>,
     requests: Mutex<u64>,
     log: Mutex<Vec<ReceivedRequest>>,
+    /// Statuses to answer, in order, instead of taking the next requests' spans.
+    refusals: Mutex<std::collections::VecDeque<u16>>,
     arrived: Notify,
 }
 
@@ -152,6 +154,14 @@ impl OtlpSink {
     }
 
     /// Every export request, in arrival order.
+    /// Answer the next requests with `statuses`, one each, in order, keeping none of their
+    /// spans (as a collector that is overloaded, 503, or refuses a request, 400).
+    pub fn refuse_next(&self, statuses: &[u16]) {
+        if let Ok(mut refusals) = self.received.refusals.lock() {
+            refusals.extend(statuses);
+        }
+    }
+
     pub fn received_requests(&self) -> Vec<ReceivedRequest> {
         self.received
             .log
@@ -238,12 +248,19 @@ fn store(received: &Received, headers: &HeaderMap, body: Bytes) -> StatusCode {
     };
     let content_type = header(http::header::CONTENT_TYPE);
     let content_encoding = header(http::header::CONTENT_ENCODING);
-    let status = match decode(&content_type, &content_encoding, body) {
-        Ok(request) => {
+    let refusal = received
+        .refusals
+        .lock()
+        .ok()
+        .and_then(|mut r| r.pop_front())
+        .and_then(|code| StatusCode::from_u16(code).ok());
+    let status = match (refusal, decode(&content_type, &content_encoding, body)) {
+        (Some(refused), _) => refused,
+        (None, Ok(request)) => {
             keep_spans(received, request);
             StatusCode::OK
         }
-        Err(status) => status,
+        (None, Err(status)) => status,
     };
     if let Ok(mut log) = received.log.lock() {
         log.push(ReceivedRequest {

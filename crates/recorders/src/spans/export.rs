@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +16,6 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use github_client::JobCompleted;
 
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -25,8 +23,10 @@ use tokio::time::Instant;
 
 use super::OtelSettings;
 use super::attempts::JobTraceIds;
-use super::build::SpanBuilder;
+use super::build::{SCOPE_NAME, SCOPE_VERSION, Scratch, SpanBatch, SpanBuilder};
+use super::encode;
 use super::ids::UNKNOWN_ATTEMPT;
+use super::otlp_http::Transport;
 use crate::RecorderError;
 use crate::labels::ScaleSetLabels;
 use crate::metric::{register_counter, register_counter_vec, register_error, register_gauge};
@@ -98,83 +98,101 @@ struct Control {
     task: JoinHandle<()>,
 }
 
-/// A completed job waiting for its run's attempt until `deadline`.
-pub(super) struct PendingJob {
-    pub(super) job: JobCompleted,
-    pub(super) attempt: watch::Receiver<Option<u32>>,
-    pub(super) deadline: Instant,
+/// The run attempt of a completed job: known, or being looked up until `deadline`.
+pub(super) enum JobAttempt {
+    Known(u32),
+    Lookup {
+        attempt: watch::Receiver<Option<u32>>,
+        deadline: Instant,
+    },
 }
 
-/// What the queue carries: a built span, or a job whose spans wait for its attempt.
-enum Item {
-    Span(SpanData),
-    Job(PendingJob),
+/// A completed job on its way to export: its spans are built (encoded) once its attempt is
+/// known or its wait is over (then attempt 1).
+pub(super) struct PendingJob {
+    pub(super) job: JobCompleted,
+    pub(super) attempt: JobAttempt,
+    /// Spans the job gives ([`SpanBuilder::span_count`]).
+    pub(super) spans: usize,
 }
 
 /// The sending side of the pipeline: enqueue never waits; shutdown drains within a bound.
 pub(super) struct ExportQueue {
-    queue: mpsc::Sender<Item>,
+    queue: mpsc::UnboundedSender<PendingJob>,
+    /// Spans in the queue, not yet taken by the batcher: bounded by `capacity`.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     pub(super) metrics: PipelineMetrics,
     control: Mutex<Option<Control>>,
 }
 
 impl ExportQueue {
-    /// Start the batching task for `exporter` on `runtime`.
-    pub(super) fn start<E: SpanExporter + 'static>(
-        exporter: E,
+    /// Start the batching task for `transport` on `runtime`.
+    pub(super) fn start<T: Transport>(
+        transport: T,
+        resource: Vec<u8>,
         settings: &OtelSettings,
         metrics: PipelineMetrics,
         spans: Arc<SpanBuilder>,
         trace_ids: JobTraceIds,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
-        let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
+        let (queue, receiver) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let batcher = Batcher {
-            exporter,
+            transport,
+            resource,
+            scope: encode::scope(SCOPE_NAME, SCOPE_VERSION),
             max_batch_size: settings.max_batch_size.max(1),
             batch_interval: settings.batch_interval,
             export_timeout: settings.timeout,
             metrics: metrics.clone(),
             spans,
             trace_ids,
+            queued: queued.clone(),
+            batch: SpanBatch::default(),
+            scratch: Scratch::default(),
         };
         let task = runtime.spawn(batcher.run(receiver, stopped));
         Self {
             queue,
+            queued,
+            capacity: settings.queue_capacity.max(1),
             metrics,
             control: Mutex::new(Some(Control { stop, task })),
         }
     }
 
-    pub(super) fn enqueue(&self, span: SpanData) {
-        self.enqueue_item(Item::Span(span), 1);
-    }
-
-    /// Queue a job whose `spans` spans are built once its attempt is known.
-    pub(super) fn enqueue_job(&self, job: PendingJob, spans: u64) {
-        if spans > 0 {
-            self.enqueue_item(Item::Job(job), spans);
+    /// Queue a completed job; its spans are dropped (and counted) when the queue already
+    /// holds `queue_capacity` spans, or after shutdown.
+    pub(super) fn enqueue_job(&self, job: PendingJob) {
+        let spans = job.spans;
+        if spans == 0 {
+            return;
         }
-    }
-
-    fn enqueue_item(&self, item: Item, spans: u64) {
-        let n = i64::try_from(spans).unwrap_or(i64::MAX);
-        self.metrics.pending.add(n);
-        match self.queue.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.pending.sub(n);
-                self.metrics.dropped_queue_full.inc_by(spans);
-                let dropped = self.metrics.dropped_queue_full.get();
-                if dropped.is_power_of_two() {
-                    tracing::warn!(dropped, "span queue full, dropping job spans");
-                }
+        let n = spans as u64;
+        let queued = self.queued.fetch_add(spans, Ordering::Relaxed);
+        if queued + spans > self.capacity {
+            self.queued.fetch_sub(spans, Ordering::Relaxed);
+            self.metrics.dropped_queue_full.inc_by(n);
+            let dropped = self.metrics.dropped_queue_full.get();
+            // Warned each time the total passes a power of two, not once per job.
+            let before = dropped - n;
+            if before == 0 || before.ilog2() != dropped.ilog2() {
+                tracing::warn!(dropped, "span queue full, dropping job spans");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.metrics.pending.sub(n);
-                self.metrics.dropped_shutdown.inc_by(spans);
-            }
+            return;
+        }
+        self.metrics
+            .pending
+            .add(i64::try_from(n).unwrap_or(i64::MAX));
+        if self.queue.send(job).is_err() {
+            self.queued.fetch_sub(spans, Ordering::Relaxed);
+            self.metrics
+                .pending
+                .sub(i64::try_from(n).unwrap_or(i64::MAX));
+            self.metrics.dropped_shutdown.inc_by(n);
         }
     }
 
@@ -210,113 +228,42 @@ impl ExportQueue {
     }
 }
 
-/// The OTLP/HTTP (protobuf) exporter for `settings`, with the scale set's resource.
-pub(super) fn otlp_exporter(
-    settings: &OtelSettings,
-    labels: &ScaleSetLabels,
-) -> Result<opentelemetry_otlp::SpanExporter, RecorderError> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-
-    use super::{OtlpCompression, OtlpProtocol};
-
-    let client = http_client(settings)?;
-    let transport = &settings.transport;
-    let protocol = match transport.protocol {
-        OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
-        OtlpProtocol::HttpJson => Protocol::HttpJson,
-    };
-    // Always explicit: left unset, the exporter would read the variables again itself.
-    let compression = match transport.compression {
-        OtlpCompression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
-        OtlpCompression::None => None,
-    };
-    let mut builder = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(settings.endpoint.as_str())
-        .with_protocol(protocol)
-        .with_timeout(settings.timeout)
-        .with_headers(settings.headers.iter().cloned().collect())
-        .with_http_client(client);
-    if let Some(compression) = compression {
-        builder = builder.with_compression(compression);
-    }
-    let mut exporter = builder
-        .build()
-        .map_err(|e| RecorderError::Exporter(e.to_string()))?;
-    exporter.set_resource(&resource(settings, labels));
-    Ok(exporter)
-}
-
-fn resource(settings: &OtelSettings, labels: &ScaleSetLabels) -> Resource {
-    let mut attributes = vec![
-        KeyValue::new("github.runner_scale_set.name", labels.name.clone()),
-        KeyValue::new("k8s.namespace.name", labels.namespace.clone()),
+/// The resource of every export: the scale set and namespace, `OTEL_RESOURCE_ATTRIBUTES`,
+/// and `service.name`; a later source of the same key wins, as in the OpenTelemetry SDK.
+pub(super) fn resource(settings: &OtelSettings, labels: &ScaleSetLabels) -> Vec<u8> {
+    let mut attributes: Vec<(&str, &str)> = vec![
+        ("github.runner_scale_set.name", &labels.name),
+        ("k8s.namespace.name", &labels.namespace),
     ];
-    attributes.extend(
-        settings
-            .resource_attributes
-            .iter()
-            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-    );
-    Resource::builder_empty()
-        .with_attributes(attributes)
-        .with_service_name(settings.service_name.clone())
-        .build()
-}
-
-/// A reqwest client over rustls with the ring provider, trusting the platform roots, the
-/// Mozilla roots and `_CERTIFICATE`'s, and presenting the client certificate when set.
-pub(super) fn http_client(settings: &OtelSettings) -> Result<reqwest::Client, RecorderError> {
-    let transport = &settings.transport;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    let (extra, rejected) = roots.add_parsable_certificates(transport.extra_roots.iter().cloned());
-    if rejected > 0 {
-        return Err(RecorderError::OtelSetting {
-            name: "OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE".to_owned(),
-            reason: format!("{rejected} certificate(s) are not usable as trust anchors"),
-        });
+    let later = settings
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("service.name", settings.service_name.as_str())]);
+    for (key, value) in later {
+        attributes.retain(|(k, _)| *k != key);
+        attributes.push((key, value));
     }
-    tracing::debug!(
-        native_roots = added,
-        extra_roots = extra,
-        client_certificate = transport.client_identity.is_some(),
-        "loaded TLS roots for the OTLP exporter"
-    );
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| RecorderError::Exporter(format!("TLS configuration: {e}")))?
-    .with_root_certificates(roots);
-    let tls = match &transport.client_identity {
-        None => tls.with_no_client_auth(),
-        Some(identity) => tls
-            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-            .map_err(|e| RecorderError::OtelSetting {
-                name: "OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY".to_owned(),
-                reason: format!("the key does not fit the client certificate: {e}"),
-            })?,
-    };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(settings.timeout)
-        .build()
-        .map_err(|e| RecorderError::Exporter(format!("HTTP client: {e}")))
+    encode::resource(attributes)
 }
 
-/// The receiving side: collects spans into batches of at most `max_batch_size`, exports
-/// a partial batch every `batch_interval`, and drains until the shutdown deadline.
-struct Batcher<E> {
-    exporter: E,
+/// The receiving side: collects spans into batches of at most `max_batch_size` (a job's
+/// spans stay together), exports a partial batch every `batch_interval`, and drains until
+/// the shutdown deadline.
+struct Batcher<T> {
+    transport: T,
+    /// The encoded `Resource` and `InstrumentationScope` of every request.
+    resource: Vec<u8>,
+    scope: Vec<u8>,
     max_batch_size: usize,
     batch_interval: Duration,
     export_timeout: Duration,
     metrics: PipelineMetrics,
     spans: Arc<SpanBuilder>,
     trace_ids: JobTraceIds,
+    queued: Arc<AtomicUsize>,
+    batch: SpanBatch,
+    scratch: Scratch,
 }
 
 type WaitForAttempt = Pin<Box<dyn Future<Output = (JobCompleted, u32)> + Send>>;
@@ -324,13 +271,13 @@ type Waiting = FuturesUnordered<WaitForAttempt>;
 
 /// Waits for `job`'s attempt until its deadline or the end of waiting (shutdown), whichever
 /// comes first; then the attempt known by then, or 1.
-fn wait_for_attempt(job: PendingJob, mut waiting_over: watch::Receiver<bool>) -> WaitForAttempt {
+fn wait_for_attempt(
+    job: JobCompleted,
+    mut attempt: watch::Receiver<Option<u32>>,
+    deadline: Instant,
+    mut waiting_over: watch::Receiver<bool>,
+) -> WaitForAttempt {
     Box::pin(async move {
-        let PendingJob {
-            job,
-            mut attempt,
-            deadline,
-        } = job;
         tokio::select! {
             _ = tokio::time::timeout_at(deadline, attempt.wait_for(Option::is_some)) => {}
             _ = waiting_over.wait_for(|over| *over) => {}
@@ -340,16 +287,50 @@ fn wait_for_attempt(job: PendingJob, mut waiting_over: watch::Receiver<bool>) ->
     })
 }
 
-impl<E: SpanExporter> Batcher<E> {
-    /// The spans of a job that waited for its attempt, onto the batch (already counted as
-    /// pending when the job was queued).
-    fn add_job(&self, batch: &mut Vec<SpanData>, job: &JobCompleted, attempt: u32) {
+impl<T: Transport> Batcher<T> {
+    /// The spans of a job whose attempt is known, onto the batch (already counted as
+    /// pending when the job was queued). A batch never exceeds `max_batch_size` unless one
+    /// job alone does: the batch is exported first when the job's spans would not fit.
+    async fn add_job(&mut self, job: &JobCompleted, attempt: u32, deadline: Option<Instant>) {
+        let spans = SpanBuilder::span_count(job);
+        if !self.batch.is_empty() && self.batch.count + spans > self.max_batch_size {
+            self.export(deadline).await;
+        }
         self.trace_ids.record(job.common.workflow_run_id, attempt);
-        batch.extend(self.spans.job_spans(job, attempt));
+        self.spans
+            .write_job(job, attempt, &mut self.batch, &mut self.scratch);
+        if self.batch.count >= self.max_batch_size {
+            self.export(deadline).await;
+        }
     }
 
-    async fn run(mut self, mut queue: mpsc::Receiver<Item>, mut stop: oneshot::Receiver<Instant>) {
-        let mut batch = Vec::with_capacity(self.max_batch_size);
+    /// A job taken from the queue: its spans now, or a wait for its attempt.
+    async fn take(
+        &mut self,
+        job: PendingJob,
+        waiting: &mut Waiting,
+        waiting_over: &watch::Receiver<bool>,
+        deadline: Option<Instant>,
+    ) {
+        self.queued.fetch_sub(job.spans, Ordering::Relaxed);
+        match job.attempt {
+            JobAttempt::Known(attempt) => self.add_job(&job.job, attempt, deadline).await,
+            JobAttempt::Lookup { attempt, deadline } => {
+                waiting.push(wait_for_attempt(
+                    job.job,
+                    attempt,
+                    deadline,
+                    waiting_over.clone(),
+                ));
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut queue: mpsc::UnboundedReceiver<PendingJob>,
+        mut stop: oneshot::Receiver<Instant>,
+    ) {
         let mut waiting = Waiting::new();
         let (end_waiting, waiting_over) = watch::channel(false);
         let mut tick = tokio::time::interval(self.batch_interval);
@@ -360,27 +341,16 @@ impl<E: SpanExporter> Batcher<E> {
                     // The recorder was dropped without shutdown: a short, bounded drain.
                     break deadline.unwrap_or_else(|_| Instant::now() + Duration::from_secs(1));
                 }
-                item = queue.recv() => match item {
-                    Some(Item::Span(span)) => {
-                        batch.push(span);
-                        if batch.len() >= self.max_batch_size {
-                            self.export(std::mem::take(&mut batch), None).await;
-                        }
-                    }
-                    Some(Item::Job(job)) => {
-                        waiting.push(wait_for_attempt(job, waiting_over.clone()));
-                    }
+                job = queue.recv() => match job {
+                    Some(job) => self.take(job, &mut waiting, &waiting_over, None).await,
                     None => break Instant::now() + Duration::from_secs(1),
                 },
                 Some((job, attempt)) = waiting.next(), if !waiting.is_empty() => {
-                    self.add_job(&mut batch, &job, attempt);
-                    if batch.len() >= self.max_batch_size {
-                        self.export(std::mem::take(&mut batch), None).await;
-                    }
+                    self.add_job(&job, attempt, None).await;
                 }
                 _ = tick.tick() => {
-                    if !batch.is_empty() {
-                        self.export(std::mem::take(&mut batch), None).await;
+                    if !self.batch.is_empty() {
+                        self.export(None).await;
                     }
                 }
             }
@@ -388,48 +358,49 @@ impl<E: SpanExporter> Batcher<E> {
         // Shutting down: take what is queued, end every wait for an attempt (what is known
         // by now is used), and export it all while time remains.
         queue.close();
-        while let Ok(item) = queue.try_recv() {
-            match item {
-                Item::Span(span) => batch.push(span),
-                Item::Job(job) => waiting.push(wait_for_attempt(job, waiting_over.clone())),
-            }
+        while let Ok(job) = queue.try_recv() {
+            self.take(job, &mut waiting, &waiting_over, Some(deadline))
+                .await;
         }
         let _ = end_waiting.send(true);
         while let Ok(Some((job, attempt))) = tokio::time::timeout_at(deadline, waiting.next()).await
         {
-            self.add_job(&mut batch, &job, attempt);
+            self.add_job(&job, attempt, Some(deadline)).await;
         }
-        for chunk in batch.chunks(self.max_batch_size) {
-            if Instant::now() >= deadline {
-                break;
-            }
-            self.export(chunk.to_vec(), Some(deadline)).await;
-        }
-        if let Err(error) = self.exporter.shutdown() {
-            tracing::debug!(%error, "span exporter shutdown");
+        if !self.batch.is_empty() {
+            self.export(Some(deadline)).await;
         }
         // Whatever is still pending is counted as dropped by ExportQueue::shutdown.
     }
 
-    async fn export(&mut self, batch: Vec<SpanData>, deadline: Option<Instant>) {
-        let n = batch.len() as i64;
+    /// Export the batch (not after `deadline`: then its spans stay pending).
+    async fn export(&mut self, deadline: Option<Instant>) {
         let mut limit = self.export_timeout;
         if let Some(deadline) = deadline {
             limit = limit.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        match tokio::time::timeout(limit, self.exporter.export(batch)).await {
-            Ok(Ok(())) => {
-                self.metrics.exported.inc_by(n.unsigned_abs());
+            if limit.is_zero() {
+                return;
             }
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.count as u64;
+        let request = encode::export_request(&self.resource, &self.scope, &batch.encoded);
+        // The buffer keeps its size for the next batch.
+        self.batch.encoded = batch.encoded;
+        self.batch.encoded.clear();
+        match tokio::time::timeout(limit, self.transport.send(request)).await {
+            Ok(Ok(())) => self.metrics.exported.inc_by(n),
             Ok(Err(error)) => {
-                self.metrics.failed.inc_by(n.unsigned_abs());
+                self.metrics.failed.inc_by(n);
                 tracing::warn!(%error, spans = n, "exporting job spans failed");
             }
             Err(_) => {
-                self.metrics.failed.inc_by(n.unsigned_abs());
+                self.metrics.failed.inc_by(n);
                 tracing::warn!(timeout = ?limit, spans = n, "exporting job spans timed out");
             }
         }
-        self.metrics.pending.sub(n);
+        self.metrics
+            .pending
+            .sub(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }

@@ -94,8 +94,22 @@ pub fn job_span_ids(
     attempt: u32,
     span_name: &str,
 ) -> JobSpanIds {
+    let (trace_id, parent_span_id) = job_trace_and_parent(scheme, job, attempt);
+    JobSpanIds {
+        trace_id,
+        parent_span_id,
+        span_id: child_span_id(scheme, parent_span_id, span_name),
+    }
+}
+
+/// The trace id and the job span's id (the parent of this listener's spans) of `job` in
+/// attempt `attempt`: the same for the job's three spans, so computed once per job.
+pub(super) fn job_trace_and_parent(
+    scheme: IdScheme,
+    job: &JobCommon,
+    attempt: u32,
+) -> (TraceId, SpanId) {
     let run = job.workflow_run_id;
-    let trace = run_trace_id(scheme, run, attempt);
     let parent = match scheme {
         IdScheme::OtelExplorer => match numeric_job_id(&job.job_id) {
             Some(id) => id.to_be_bytes(),
@@ -106,17 +120,19 @@ pub fn job_span_ids(
             first::<8>(&Sha256::digest(job_key.as_bytes()))
         }
     };
-    let parent_span_id = SpanId::from_bytes(parent);
-    let span_key = format!("{span_name}-{parent_span_id}");
-    let span = match scheme {
+    (
+        run_trace_id(scheme, run, attempt),
+        SpanId::from_bytes(parent),
+    )
+}
+
+/// The id of the span `span_name` under the job span `parent`.
+pub(super) fn child_span_id(scheme: IdScheme, parent: SpanId, span_name: &str) -> SpanId {
+    let span_key = format!("{span_name}-{parent}");
+    SpanId::from_bytes(match scheme {
         IdScheme::OtelExplorer => first::<8>(&Md5::digest(span_key.as_bytes())),
         IdScheme::RunnerContract => first::<8>(&Sha256::digest(span_key.as_bytes())),
-    };
-    JobSpanIds {
-        trace_id: trace,
-        parent_span_id,
-        span_id: SpanId::from_bytes(span),
-    }
+    })
 }
 
 /// A job id made only of decimal digits that fits in 64 bits.

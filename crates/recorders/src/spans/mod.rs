@@ -4,16 +4,20 @@
 //! - [`attempts`]: the run-attempt lookup seam ([`RunAttemptLookup`]), lookups from a job's
 //!   start to its completion, and the attempts resolved per run ([`JobTraceIds`]).
 //! - [`ids`]: deterministic trace, parent and span ids ([`IdScheme`]).
-//! - [`build`]: a completed job as span data, with its attributes.
-//! - [`export`]: the bounded queue, the batching task, the OTLP exporter and the
-//!   `gha_listener_spans_*` counters.
+//! - [`build`]: a completed job's spans, with their attributes, encoded by [`encode`].
+//! - [`encode`]: OTLP protobuf written straight from the job (no SDK span data).
+//! - [`export`]: the bounded queue, the batching task and the `gha_listener_spans_*`
+//!   counters.
+//! - [`otlp_http`]: the POST to the collector (encoding, compression, TLS, retries).
 //! - [`probe`]: one empty export request, for `ghalistener check`.
 //! - [`settings`]: the collector endpoint and tuning, from the config and the environment.
 
 mod attempts;
 mod build;
+mod encode;
 mod export;
 mod ids;
+mod otlp_http;
 mod probe;
 mod settings;
 
@@ -21,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use github_client::{JobCompleted, JobStarted, RunnerScaleSetStatistic};
-use opentelemetry_sdk::trace::SpanExporter;
 use prometheus::Registry;
 
 pub use attempts::{JobTraceIds, RUN_ATTEMPT_WAIT, RunAttemptLookup};
@@ -35,7 +38,8 @@ pub use settings::{ClientIdentity, OtelSettings, OtlpCompression, OtlpProtocol, 
 
 use attempts::RunAttempts;
 use build::SpanBuilder;
-use export::{ExportQueue, PendingJob, PipelineMetrics};
+use export::{ExportQueue, JobAttempt, PendingJob, PipelineMetrics};
+use otlp_http::{OtlpHttp, Transport};
 
 use crate::labels::ScaleSetLabels;
 use crate::{Recorder, RecorderError};
@@ -68,7 +72,8 @@ impl SpanRecorder {
     ) -> Result<SpanRecorder, RecorderError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| RecorderError::NoRuntime("the span recorder"))?;
-        let exporter = export::otlp_exporter(&settings, labels)?;
+        let transport = OtlpHttp::new(&settings)?;
+        let resource = export::resource(&settings, labels);
         let metrics = PipelineMetrics::register(registry)?;
         tracing::info!(
             endpoint = %settings.endpoint,
@@ -78,11 +83,14 @@ impl SpanRecorder {
             compression = ?settings.transport.compression,
             "exporting job spans"
         );
-        Ok(Self::with_exporter(exporter, &settings, metrics, &runtime))
+        Ok(Self::with_transport(
+            transport, resource, &settings, metrics, &runtime,
+        ))
     }
 
-    fn with_exporter<E: SpanExporter + 'static>(
-        exporter: E,
+    fn with_transport<T: Transport>(
+        transport: T,
+        resource: Vec<u8>,
         settings: &OtelSettings,
         metrics: PipelineMetrics,
         runtime: &tokio::runtime::Handle,
@@ -95,7 +103,8 @@ impl SpanRecorder {
         );
         SpanRecorder {
             export: ExportQueue::start(
-                exporter,
+                transport,
+                resource,
                 settings,
                 metrics,
                 spans.clone(),
@@ -134,21 +143,18 @@ impl Recorder for SpanRecorder {
         self.attempts.on_started(&job.common);
     }
     fn record_job_completed(&self, job: &JobCompleted) {
-        match self.attempts.on_completed(&job.common) {
-            Some(attempt) => self.export.enqueue_job(
-                PendingJob {
-                    job: job.clone(),
-                    attempt,
-                    deadline: tokio::time::Instant::now() + RUN_ATTEMPT_WAIT,
-                },
-                SpanBuilder::span_count(job),
-            ),
-            None => {
-                for span in self.spans.job_spans(job, ids::UNKNOWN_ATTEMPT) {
-                    self.export.enqueue(span);
-                }
-            }
-        }
+        let attempt = match self.attempts.on_completed(&job.common) {
+            Some(attempt) => JobAttempt::Lookup {
+                attempt,
+                deadline: tokio::time::Instant::now() + RUN_ATTEMPT_WAIT,
+            },
+            None => JobAttempt::Known(ids::UNKNOWN_ATTEMPT),
+        };
+        self.export.enqueue_job(PendingJob {
+            job: job.clone(),
+            attempt,
+            spans: SpanBuilder::span_count(job),
+        });
     }
     fn record_desired_runners(&self, _: i32) {}
 }

@@ -5,7 +5,7 @@
 
 use retry::describe::error_chain;
 
-use super::export::http_client;
+use super::otlp_http::http_client;
 use super::{OtelSettings, OtlpProtocol};
 
 /// Why the collector did not accept the empty export. Never holds a header value.

@@ -1,16 +1,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use github_client::{JobCommon, JobCompleted};
-use opentelemetry::Value;
-use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prometheus::Registry;
+use prost::Message as _;
 use time::macros::datetime;
 
+use super::build::{Scratch, SpanBatch};
+use super::otlp_http::ExportError;
 use super::*;
 
 fn settings(scheme: IdScheme) -> OtelSettings {
@@ -42,40 +44,79 @@ fn completed(result: &str) -> JobCompleted {
     }
 }
 
+/// The spans of an encoded export request, decoded with the generated OTLP types.
+fn decode(request: &[u8]) -> Vec<Span> {
+    let request = ExportTraceServiceRequest::decode(request).unwrap();
+    request
+        .resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect()
+}
+
 /// Collects exported spans; optionally hangs forever.
 #[derive(Debug, Clone, Default)]
 struct FakeExporter {
-    spans: Arc<Mutex<Vec<SpanData>>>,
+    spans: Arc<Mutex<Vec<Span>>>,
     calls: Arc<AtomicUsize>,
     hang: bool,
 }
 
-impl SpanExporter for FakeExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+impl otlp_http::Transport for FakeExporter {
+    async fn send(&self, request: Vec<u8>) -> Result<(), ExportError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.hang {
             std::future::pending::<()>().await;
         }
-        self.spans.lock().unwrap().extend(batch);
+        self.spans.lock().unwrap().extend(decode(&request));
         Ok(())
     }
 }
 
 fn recorder(exporter: FakeExporter, settings: &OtelSettings, registry: &Registry) -> SpanRecorder {
     let metrics = PipelineMetrics::register(registry).unwrap();
-    SpanRecorder::with_exporter(
+    SpanRecorder::with_transport(
         exporter,
+        Vec::new(),
         settings,
         metrics,
         &tokio::runtime::Handle::current(),
     )
 }
 
-fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+/// A job's spans as they go on the wire.
+fn job_spans(r: &SpanRecorder, job: &JobCompleted, attempt: u32) -> Vec<Span> {
+    let mut batch = SpanBatch::default();
+    r.spans
+        .write_job(job, attempt, &mut batch, &mut Scratch::default());
+    let spans = decode(&encode::export_request(&[], &[], &batch.encoded));
+    assert_eq!(spans.len(), batch.count);
+    spans
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
     span.attributes
         .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| &kv.value)
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.to_owned())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    ::hex::encode(bytes)
+}
+
+/// `Status.code`: 0 unset, 2 error.
+fn status_code(span: &Span) -> i32 {
+    span.status.as_ref().map_or(0, |s| s.code)
+}
+
+fn unix_nanos(t: time::OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos()).unwrap()
 }
 
 #[tokio::test]
@@ -87,9 +128,9 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
         &settings(IdScheme::OtelExplorer),
         &registry,
     );
-    let spans = r.spans.job_spans(&completed("failed"), 1);
+    let spans = job_spans(&r, &completed("failed"), 1);
     assert_eq!(
-        spans.iter().map(|s| s.name.as_ref()).collect::<Vec<_>>(),
+        spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         [SPAN_QUEUE, SPAN_STARTUP, SPAN_EXECUTION]
     );
     let job = completed("failed");
@@ -101,93 +142,60 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
     ];
     for (span, (start, end)) in spans.iter().zip(times) {
         assert_eq!(
-            span.start_time,
-            SystemTime::from(start.unwrap()),
+            span.start_time_unix_nano,
+            unix_nanos(start.unwrap()),
             "{}",
             span.name
         );
         assert_eq!(
-            span.end_time,
-            SystemTime::from(end.unwrap()),
+            span.end_time_unix_nano,
+            unix_nanos(end.unwrap()),
             "{}",
             span.name
         );
-        assert_eq!(
-            span.span_context.trace_id().to_string(),
-            "3d7e2f2ea4fca7a337339f10a2f0954e"
-        );
-        assert_eq!(span.parent_span_id.to_string(), "0000000000010932");
-        assert!(span.parent_span_is_remote);
-        assert_eq!(span.span_kind, SpanKind::Internal);
-        assert!(span.span_context.is_sampled());
-        assert_eq!(
-            attr(span, "type"),
-            Some(&Value::from(span.name.to_string()))
-        );
-        assert_eq!(attr(span, "github.run_id"), Some(&Value::I64(12345)));
-        assert_eq!(attr(span, "github.job_id"), Some(&Value::from("67890")));
-        assert_eq!(attr(span, "github.job_name"), Some(&Value::from("build")));
-        assert_eq!(
-            attr(span, "github.repository"),
-            Some(&Value::from("acme/widgets"))
-        );
-        assert_eq!(
-            attr(span, "github.runner_name"),
-            Some(&Value::from("arc-runner-x"))
-        );
-        assert_eq!(attr(span, "github.runner_id"), Some(&Value::I64(42)));
-        assert_eq!(attr(span, "github.event_name"), Some(&Value::from("push")));
-        assert_eq!(attr(span, "cicd.pipeline.name"), Some(&Value::from("ci")));
-        assert_eq!(
-            attr(span, "cicd.pipeline.run.id"),
-            Some(&Value::from("12345"))
-        );
-        assert_eq!(
-            attr(span, "cicd.pipeline.task.name"),
-            Some(&Value::from("build"))
-        );
-        assert_eq!(
-            attr(span, "cicd.worker.name"),
-            Some(&Value::from("arc-runner-x"))
-        );
-        assert_eq!(attr(span, "cicd.worker.id"), Some(&Value::from("42")));
+        assert_eq!(hex(&span.trace_id), "3d7e2f2ea4fca7a337339f10a2f0954e");
+        assert_eq!(hex(&span.parent_span_id), "0000000000010932");
+        // Flags: sampled, and the parent known to be remote.
+        assert_eq!(span.flags, 0x301);
+        assert_eq!(span.kind, 1, "SPAN_KIND_INTERNAL");
+        assert_eq!(attr(span, "type"), Some(&s(&span.name)));
+        assert_eq!(attr(span, "github.run_id"), Some(&Value::IntValue(12345)));
+        assert_eq!(attr(span, "github.job_id"), Some(&s("67890")));
+        assert_eq!(attr(span, "github.job_name"), Some(&s("build")));
+        assert_eq!(attr(span, "github.repository"), Some(&s("acme/widgets")));
+        assert_eq!(attr(span, "github.runner_name"), Some(&s("arc-runner-x")));
+        assert_eq!(attr(span, "github.runner_id"), Some(&Value::IntValue(42)));
+        assert_eq!(attr(span, "github.event_name"), Some(&s("push")));
+        assert_eq!(attr(span, "cicd.pipeline.name"), Some(&s("ci")));
+        assert_eq!(attr(span, "cicd.pipeline.run.id"), Some(&s("12345")));
+        assert_eq!(attr(span, "cicd.pipeline.task.name"), Some(&s("build")));
+        assert_eq!(attr(span, "cicd.worker.name"), Some(&s("arc-runner-x")));
+        assert_eq!(attr(span, "cicd.worker.id"), Some(&s("42")));
         assert_eq!(
             attr(span, "vcs.repository.url.full"),
-            Some(&Value::from("https://github.com/acme/widgets"))
+            Some(&s("https://github.com/acme/widgets"))
         );
-        assert_eq!(attr(span, "vcs.ref.head.name"), Some(&Value::from("main")));
+        assert_eq!(attr(span, "vcs.ref.head.name"), Some(&s("main")));
     }
-    assert_eq!(
-        spans[0].span_context.span_id().to_string(),
-        "5c1be415b6ce8e25"
-    );
+    assert_eq!(hex(&spans[0].span_id), "5c1be415b6ce8e25");
     // queue → 10:00:00.123456789, nanosecond exact.
-    assert_eq!(
-        spans[0]
-            .start_time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos(),
-        123_456_789
-    );
+    assert_eq!(spans[0].start_time_unix_nano % 1_000_000_000, 123_456_789);
     let exec = &spans[2];
-    assert_eq!(
-        attr(exec, "github.conclusion"),
-        Some(&Value::from("failed"))
-    );
+    assert_eq!(attr(exec, "github.conclusion"), Some(&s("failed")));
     assert_eq!(
         attr(exec, "cicd.pipeline.task.run.result"),
-        Some(&Value::from("failure"))
+        Some(&s("failure"))
     );
-    assert!(matches!(exec.status, Status::Error { .. }));
-    assert_eq!(spans[0].status, Status::Unset);
+    assert_eq!(status_code(exec), 2);
+    assert_eq!(exec.status.as_ref().unwrap().message, "failed");
+    assert_eq!(status_code(&spans[0]), 0);
     assert!(attr(&spans[0], "github.conclusion").is_none());
 
-    let ok = r.spans.job_spans(&completed("succeeded"), 1);
-    assert_eq!(ok[2].status, Status::Unset);
+    let ok = job_spans(&r, &completed("succeeded"), 1);
+    assert_eq!(status_code(&ok[2]), 0);
     assert_eq!(
         attr(&ok[2], "cicd.pipeline.task.run.result"),
-        Some(&Value::from("success"))
+        Some(&s("success"))
     );
     r.shutdown(Duration::from_secs(5)).await;
 }
@@ -201,11 +209,7 @@ async fn spans_are_skipped_when_a_time_is_missing() {
         &registry,
     );
     let names = |job: &JobCompleted| -> Vec<String> {
-        r.spans
-            .job_spans(job, 1)
-            .iter()
-            .map(|s| s.name.to_string())
-            .collect()
+        job_spans(&r, job, 1).into_iter().map(|s| s.name).collect()
     };
     let mut job = completed("canceled");
     job.common.runner_assign_time = None;
@@ -221,11 +225,11 @@ async fn spans_are_skipped_when_a_time_is_missing() {
     assert_eq!(names(&job), [SPAN_EXECUTION]);
     assert!(names(&JobCompleted::default()).is_empty());
     // Cancelled executions are not errors.
-    let spans = r.spans.job_spans(&completed("canceled"), 1);
-    assert_eq!(spans[2].status, Status::Unset);
+    let spans = job_spans(&r, &completed("canceled"), 1);
+    assert_eq!(status_code(&spans[2]), 0);
     assert_eq!(
         attr(&spans[2], "cicd.pipeline.task.run.result"),
-        Some(&Value::from("cancellation"))
+        Some(&s("cancellation"))
     );
 }
 
@@ -378,24 +382,21 @@ async fn spans_use_the_attempt_looked_up_at_the_start_in_both_schemes() {
             let want = job_span_ids(scheme, &job.common, attempt, SPAN_EXECUTION);
             let span = spans
                 .iter()
-                .find(|s| s.span_context.span_id() == want.span_id)
+                .find(|s| s.span_id == want.span_id.to_bytes())
                 .unwrap_or_else(|| {
                     panic!("{scheme}: no span of run {}", job.common.workflow_run_id)
                 });
-            assert_eq!(span.span_context.trace_id(), want.trace_id);
-            assert_eq!(span.parent_span_id, want.parent_span_id);
+            assert_eq!(span.trace_id, want.trace_id.to_bytes());
+            assert_eq!(span.parent_span_id, want.parent_span_id.to_bytes());
             assert_eq!(
                 attr(span, "github.run_attempt"),
-                Some(&Value::I64(i64::from(attempt)))
+                Some(&Value::IntValue(i64::from(attempt)))
             );
             let url = format!(
                 "https://github.com/acme/widgets/actions/runs/{}/attempts/{attempt}",
                 job.common.workflow_run_id
             );
-            assert_eq!(
-                attr(span, "cicd.pipeline.run.url.full").map(|v| v.as_str().into_owned()),
-                Some(url)
-            );
+            assert_eq!(attr(span, "cicd.pipeline.run.url.full"), Some(&s(&url)));
         }
         assert_eq!(
             r.trace_ids().trace_id(300),
@@ -435,8 +436,8 @@ async fn a_lookup_that_never_answers_gives_attempt_one_after_the_wait() {
     assert!(tokio::time::Instant::now() >= before + RUN_ATTEMPT_WAIT);
     let span = exporter.spans.lock().unwrap()[0].clone();
     assert_eq!(
-        span.span_context.trace_id(),
-        run_trace_id(IdScheme::OtelExplorer, 200, 1)
+        span.trace_id,
+        run_trace_id(IdScheme::OtelExplorer, 200, 1).to_bytes()
     );
     r.shutdown(Duration::from_secs(1)).await;
     assert_eq!(r.export.metrics.pending.get(), 0);
