@@ -370,7 +370,6 @@ impl ActionsClient {
         };
         let mut resp = builder.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
         let too_large = || Error::InvalidResponse {
             method: req.method.to_string(),
             url: redact_url(&req.url),
@@ -378,14 +377,15 @@ impl ActionsClient {
                 "HTTP {status}: response body exceeds the limit of {MAX_RESPONSE_BODY_BYTES} bytes"
             ),
         };
-        if resp
-            .content_length()
-            .is_some_and(|len| len > MAX_RESPONSE_BODY_BYTES as u64)
-        {
+        let announced = resp.content_length();
+        if announced.is_some_and(|len| len > MAX_RESPONSE_BODY_BYTES as u64) {
             return Err(too_large());
         }
-        // Read incrementally so the limit holds for chunked bodies too.
-        let mut buffer = Vec::new();
+        // Taken, not cloned: reading the body through `chunk` does not need them.
+        let headers = std::mem::take(resp.headers_mut());
+        // Read incrementally so the limit holds for chunked bodies too; sized once when the
+        // length is announced (a 50-job message is ~50 KB: no regrowth).
+        let mut buffer = Vec::with_capacity(announced.map_or(0, |len| len as usize));
         while let Some(chunk) = resp.chunk().await.map_err(transport)? {
             if buffer.len() + chunk.len() > MAX_RESPONSE_BODY_BYTES {
                 return Err(too_large());

@@ -132,6 +132,9 @@ pub struct RunAttemptResolver {
 
 struct ResolverInner {
     client: ActionsClient,
+    /// `{api}/repos`, parsed once (None when the base is unusable: each lookup then reports
+    /// the error).
+    repos_url: Option<url::Url>,
     cache: Mutex<RunCache>,
     /// No request before this instant (rate limited, or the floor reached).
     paused_until: Mutex<Option<Instant>>,
@@ -159,6 +162,7 @@ impl RunAttemptResolver {
     pub fn with_cache(client: ActionsClient, ttl: Duration, capacity: usize) -> Self {
         Self {
             inner: Arc::new(ResolverInner {
+                repos_url: client.rest_url("/repos").ok(),
                 client,
                 cache: Mutex::new(RunCache::default()),
                 paused_until: Mutex::new(None),
@@ -235,7 +239,10 @@ impl RunAttemptResolver {
             Auth::Token(pat) => pat.clone(),
             Auth::App { .. } => client.installation_token().await?,
         };
-        let mut url = client.rest_url("/repos")?;
+        let mut url = match &self.inner.repos_url {
+            Some(url) => url.clone(),
+            None => client.rest_url("/repos")?,
+        };
         url.path_segments_mut()
             .map_err(|()| Error::InvalidConfig {
                 reason: "the GitHub REST base cannot hold a path".into(),
