@@ -1,9 +1,12 @@
 //! The client against the fake Actions service, over real HTTP on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use retry::{Classify as _, FailureKind};
 use std::time::{Duration, Instant};
 
+use common::fast_options;
 use github_client::{
     ActionsClient, ClientOptions, Credentials, Error, JobMessage, MessageSession, ProxyConfig,
     RetryPolicy, SecretString,
@@ -23,20 +26,10 @@ const SCOPES: [&str; 3] = ["my-org", "my-org/my-repo", "enterprises/my-ent"];
 /// Fast options: tiny backoffs, short timeouts, no proxy from the environment.
 fn options() -> ClientOptions {
     ClientOptions {
-        retry: RetryPolicy {
-            max_retries: 4,
-            backoff: retry::Backoff::new(
-                Duration::from_millis(5),
-                Duration::from_millis(50),
-                retry::policies::GITHUB_REQUEST.retry_after_cap,
-            ),
-        },
         request_timeout: Duration::from_secs(10),
         long_poll_timeout: Duration::from_secs(15),
         session_conflict_timeout: Duration::from_secs(20),
-        proxy: Some(ProxyConfig::default()),
-        force_ghes: Some(false),
-        ..ClientOptions::default()
+        ..fast_options(4, Duration::from_millis(50))
     }
 }
 
@@ -75,6 +68,13 @@ async fn open_session(fake: &FakeActions) -> (ActionsClient, MessageSession) {
     let client = client(fake, "my-org", options());
     let session = client.open_session(1, "pod").await.unwrap();
     (client, session)
+}
+
+/// A default fake, a client and its open session: how most session tests begin.
+async fn fake_with_session() -> (FakeActions, ActionsClient, MessageSession) {
+    let fake = start_fake().await;
+    let (client, session) = open_session(&fake).await;
+    (fake, client, session)
 }
 
 fn app_fake_config() -> FakeActionsConfig {
@@ -316,8 +316,7 @@ async fn concurrent_callers_share_one_admin_refresh() {
 
 #[tokio::test]
 async fn queue_401_refreshes_the_session_and_retries_once() {
-    let fake = start_fake().await;
-    let (client, session) = open_session(&fake).await;
+    let (fake, client, session) = fake_with_session().await;
     fake.queue_jobs(1);
     fake.expire_queue_tokens();
     let msg = session.get_message(0, 3).await.unwrap().unwrap();
@@ -413,8 +412,7 @@ async fn server_errors_and_429_are_retried_and_counted() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let fake = start_fake().await;
-    let (client, session) = open_session(&fake).await;
+    let (fake, client, session) = fake_with_session().await;
     fake.inject_fault(
         Endpoint::DeleteMessage,
         Fault {
@@ -502,8 +500,7 @@ async fn get_message_is_cancel_safe() {
 
 #[tokio::test]
 async fn bom_malformed_and_unknown_messages() {
-    let fake = start_fake().await;
-    let (_client, session) = open_session(&fake).await;
+    let (fake, _client, session) = fake_with_session().await;
 
     fake.enqueue_raw_message(
         "RunnerScaleSetJobMessages",
@@ -663,8 +660,7 @@ fn assert_no_secret(err: &Error) {
 
 #[tokio::test]
 async fn no_secret_in_errors_or_debug_output() {
-    let fake = start_fake().await;
-    let (client, session) = open_session(&fake).await;
+    let (fake, client, session) = fake_with_session().await;
     let mut errors = Vec::new();
     fake.inject_fault(Endpoint::AcquireJobs, Fault::status(400, 1));
     errors.push(session.acquire_jobs(&[1]).await.unwrap_err());

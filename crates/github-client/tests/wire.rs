@@ -2,14 +2,15 @@
 //! what the fake cannot do: short-lived installation tokens, a BOM before the whole response.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use retry::Classify as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use github_client::{
-    ActionsClient, ClientOptions, Credentials, JobMessage, ProxyConfig, RetryPolicy,
-};
+use common::fast_options;
+use github_client::{ActionsClient, ClientOptions, Credentials, JobMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PKCS8: &str = include_str!("fixtures/app_key_pkcs8.pem");
@@ -133,19 +134,7 @@ fn rfc3339_in(secs: i64) -> String {
 }
 
 fn options() -> ClientOptions {
-    ClientOptions {
-        retry: RetryPolicy {
-            max_retries: 3,
-            backoff: retry::Backoff::new(
-                Duration::from_millis(5),
-                Duration::from_millis(20),
-                retry::policies::GITHUB_REQUEST.retry_after_cap,
-            ),
-        },
-        proxy: Some(ProxyConfig::default()),
-        force_ghes: Some(false),
-        ..ClientOptions::default()
-    }
+    fast_options(3, Duration::from_millis(20))
 }
 
 fn json(status: u16, v: serde_json::Value) -> Reply {

@@ -361,16 +361,10 @@ impl KeyVaultClient {
             let outcome = match make()?.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
+                    let header = |name| response.headers().get(name)?.to_str().ok();
+                    let retry_after = header(reqwest::header::RETRY_AFTER)
                         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-                    let challenge = response
-                        .headers()
-                        .get(reqwest::header::WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
+                    let challenge = header(reqwest::header::WWW_AUTHENTICATE).map(str::to_owned);
                     match response.bytes().await {
                         Ok(body) => Ok((
                             Answer {

@@ -61,6 +61,29 @@ impl Setup {
     fn client(&self, config: &KeyVaultConfig, env: &AzureEnvironment) -> KeyVaultClient {
         KeyVaultClient::new(config, env, options(&self.fake)).unwrap()
     }
+
+    /// A client that signs in with the certificate registered on the application.
+    fn certificate_client(&self) -> KeyVaultClient {
+        let path = self.registered_certificate_file();
+        self.client(&self.config(&path), &self.env())
+    }
+
+    /// A projected service-account token file holding `contents`; the fake accepts
+    /// `token` as the application's federated credential.
+    fn federated_token_file(&self, token: &str, contents: &str) -> std::path::PathBuf {
+        self.fake.accept_federated_token(TENANT, CLIENT, token);
+        let path = self.dir.path().join("azure-identity-token");
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// The error a client with `config` gets reading a secret; the read must fail.
+    async fn read_error(&self, config: &KeyVaultConfig) -> Error {
+        self.client(config, &self.env())
+            .get_secret("x")
+            .await
+            .unwrap_err()
+    }
 }
 
 fn options(fake: &FakeAzure) -> KeyVaultOptions {
@@ -79,8 +102,7 @@ fn options(fake: &FakeAzure) -> KeyVaultOptions {
 async fn certificate_reads_the_secret_caches_the_token_and_sees_rotation() {
     let s = setup(FakeAzureConfig::default()).await;
     s.fake.set_secret("arc-github", SECRET_VALUE);
-    let path = s.registered_certificate_file();
-    let client = s.client(&s.config(&path), &s.env());
+    let client = s.certificate_client();
 
     let value = client.get_secret("arc-github").await.unwrap();
     assert_eq!(value.expose_secret(), SECRET_VALUE);
@@ -109,8 +131,7 @@ async fn the_challenge_names_the_resource() {
     })
     .await;
     s.fake.set_secret("arc-github", SECRET_VALUE);
-    let path = s.registered_certificate_file();
-    let client = s.client(&s.config(&path), &s.env());
+    let client = s.certificate_client();
     let value = client.get_secret("arc-github").await.unwrap();
     assert_eq!(value.expose_secret(), SECRET_VALUE);
     // One token for the default resource, refused; one for the challenged one.
@@ -123,9 +144,7 @@ async fn the_challenge_names_the_resource() {
 async fn workload_identity_reads_the_token_file_on_every_request() {
     let s = setup(FakeAzureConfig::default()).await;
     s.fake.set_secret("arc-github", SECRET_VALUE);
-    s.fake.accept_federated_token(TENANT, CLIENT, "federated-1");
-    let token_file = s.dir.path().join("azure-identity-token");
-    std::fs::write(&token_file, "federated-1\n").unwrap();
+    let token_file = s.federated_token_file("federated-1", "federated-1\n");
     let mut config = s.config("");
     config.tenant_id = String::new();
     config.client_id = String::new();
@@ -166,9 +185,7 @@ async fn workload_identity_reads_the_token_file_on_every_request() {
 async fn the_proxy_carries_the_entra_id_and_key_vault_calls() {
     let s = setup(FakeAzureConfig::default()).await;
     s.fake.set_secret("arc-github", SECRET_VALUE);
-    s.fake.accept_federated_token(TENANT, CLIENT, "federated-1");
-    let token_file = s.dir.path().join("azure-identity-token");
-    std::fs::write(&token_file, "federated-1").unwrap();
+    let token_file = s.federated_token_file("federated-1", "federated-1");
     let fake_addr: std::net::SocketAddr =
         s.fake.url().trim_start_matches("https://").parse().unwrap();
     let proxy = ConnectProxy::start(fake_addr).await.unwrap();
@@ -197,8 +214,7 @@ async fn the_proxy_carries_the_entra_id_and_key_vault_calls() {
 #[tokio::test]
 async fn a_missing_secret_is_named() {
     let s = setup(FakeAzureConfig::default()).await;
-    let path = s.registered_certificate_file();
-    let client = s.client(&s.config(&path), &s.env());
+    let client = s.certificate_client();
     let err = client.get_secret("no-such-secret").await.unwrap_err();
     assert!(matches!(err, Error::SecretNotFound { .. }), "{err}");
     assert!(err.to_string().contains("no-such-secret"), "{err}");
@@ -237,22 +253,14 @@ async fn unknown_tenant_and_client_say_which() {
     let path = s.registered_certificate_file();
     let mut config = s.config(&path);
     config.tenant_id = "no-such-tenant".into();
-    let err = s
-        .client(&config, &s.env())
-        .get_secret("x")
-        .await
-        .unwrap_err();
+    let err = s.read_error(&config).await;
     assert!(matches!(err, Error::TenantNotFound { .. }), "{err}");
     assert!(err.to_string().contains("AADSTS90002"), "{err}");
     assert!(err.to_string().contains("tenant_id"), "{err}");
 
     let mut config = s.config(&path);
     config.client_id = "no-such-client".into();
-    let err = s
-        .client(&config, &s.env())
-        .get_secret("x")
-        .await
-        .unwrap_err();
+    let err = s.read_error(&config).await;
     assert!(matches!(err, Error::ClientNotFound { .. }), "{err}");
     assert!(err.to_string().contains("client_id"), "{err}");
     assert_eq!(err.kind(), FailureKind::InvalidInput);
@@ -284,11 +292,7 @@ async fn certificate_problems_are_named() {
         ),
     ];
     for (path, says) in cases {
-        let err = s
-            .client(&s.config(&path), &s.env())
-            .get_secret("x")
-            .await
-            .unwrap_err();
+        let err = s.read_error(&s.config(&path)).await;
         assert!(matches!(err, Error::Certificate { .. }), "{path}: {err}");
         assert!(err.to_string().contains(says), "{path}: {err}");
         assert!(err.to_string().contains(&path), "{path}: {err}");
@@ -320,8 +324,7 @@ async fn the_signed_assertion_has_the_thumbprint_headers() {
 async fn transient_failures_are_retried_within_the_budget() {
     let s = setup(FakeAzureConfig::default()).await;
     s.fake.set_secret("arc-github", SECRET_VALUE);
-    let path = s.registered_certificate_file();
-    let client = s.client(&s.config(&path), &s.env());
+    let client = s.certificate_client();
     // The token request and the secret read each fail twice, then succeed.
     s.fake.fail_next(2, 503);
     let value = client.get_secret("arc-github").await.unwrap();

@@ -135,18 +135,7 @@ impl Config {
     }
 
     pub fn from_json(raw: &[u8]) -> Result<Self, ConfigError> {
-        let value = json_object(raw)?;
-        // serde would also read a struct from an array, positionally: only objects are configs.
-        let serde_json::Value::Object(map) = &value else {
-            return Err(ConfigError::Json {
-                path: String::new(),
-                reason: format!("expected a JSON object, found {}", json_kind(&value)),
-            });
-        };
-        let config: Config = match serde_path_to_error::deserialize(&value) {
-            Ok(config) => config,
-            Err(e) => return Err(field_error(map, e)),
-        };
+        let config: Config = from_object(raw)?;
         config.validate()?;
         Ok(config)
     }
@@ -396,23 +385,27 @@ struct AppConfig {
 /// The credentials of a vault secret holding ARC's AppConfig JSON, validated exactly like
 /// inline ones. Errors name the key, never the value.
 pub fn parse_app_config(raw: &[u8]) -> Result<ConfigCredentials, ConfigError> {
-    let value = json_object(raw)?;
-    let serde_json::Value::Object(map) = &value else {
-        return Err(ConfigError::Json {
-            path: String::new(),
-            reason: format!("expected a JSON object, found {}", json_kind(&value)),
-        });
-    };
-    let app: AppConfig = match serde_path_to_error::deserialize(&value) {
-        Ok(app) => app,
-        Err(e) => return Err(field_error(map, e)),
-    };
+    let app: AppConfig = from_object(raw)?;
     credentials_of(
         &app.github_token,
         &app.github_app_id,
         app.github_app_installation_id,
         &app.github_app_private_key,
     )
+}
+
+/// `raw` as a JSON object (see [`json_object`]) read into `T`; a field of the wrong type is
+/// named by [`field_error`].
+fn from_object<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ConfigError> {
+    let value = json_object(raw)?;
+    // serde would also read a struct from an array, positionally: only objects are configs.
+    let serde_json::Value::Object(map) = &value else {
+        return Err(ConfigError::Json {
+            path: String::new(),
+            reason: format!("expected a JSON object, found {}", json_kind(&value)),
+        });
+    };
+    serde_path_to_error::deserialize(&value).map_err(|e| field_error(map, e))
 }
 
 /// UTF-8 JSON (a BOM tolerated), parsed. serde_json's syntax errors give a position, never
@@ -517,35 +510,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every key present, as ARC's controller writes it.
     fn arc_config() -> serde_json::Value {
-        // Every key present, as ARC's controller writes it.
-        json!({
-            "configure_url": "https://github.com/my-org",
-            "vault_type": "",
-            "vault_lookup_key": "",
-            "github_app_id": "",
-            "github_app_installation_id": 0,
-            "github_app_private_key": "",
-            "github_token": "ghp_secret_value",
-            "ephemeral_runner_set_namespace": "arc-runners",
-            "ephemeral_runner_set_name": "arc-runner-set-abcde",
-            "max_runners": 10,
-            "min_runners": 1,
-            "runner_scale_set_id": 42,
-            "runner_scale_set_name": "arc-runner-set",
-            "server_root_ca": "",
-            "log_level": "debug",
-            "log_format": "json",
-            "metrics_addr": ":8080",
-            "metrics_endpoint": "/metrics",
-            "metrics": null
-        })
+        serde_json::from_str(include_str!("../tests/fixtures/arc_config.json")).unwrap()
     }
 
     fn with(key: &str, value: serde_json::Value) -> Vec<u8> {
         let mut c = arc_config();
         c[key] = value;
         c.to_string().into_bytes()
+    }
+
+    /// The error for the ARC config with `key` set to `value`, which must be refused.
+    fn error_with(key: &str, value: serde_json::Value) -> String {
+        Config::from_json(&with(key, value))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -585,9 +565,7 @@ mod tests {
             ("metrics_endpoint", json!("metrics"), "metrics_endpoint"),
         ];
         for (key, value, named) in cases {
-            let err = Config::from_json(&with(key, value.clone()))
-                .unwrap_err()
-                .to_string();
+            let err = error_with(key, value.clone());
             assert!(err.contains(named), "{key}={value}: {err}");
             assert!(!err.contains("ghp_secret_value"), "{err}");
         }
@@ -595,9 +573,7 @@ mod tests {
 
     #[test]
     fn wrong_types_are_named() {
-        let err = Config::from_json(&with("max_runners", json!("ten")))
-            .unwrap_err()
-            .to_string();
+        let err = error_with("max_runners", json!("ten"));
         assert!(
             err.contains("max_runners") && err.contains("must be an integer, found a string"),
             "{err}"
@@ -688,9 +664,7 @@ mod tests {
             let err = Config::from_json(&raw).unwrap_err().to_string();
             assert!(err.contains(named), "{named}: {err}");
         }
-        let err = Config::from_json(&with("vault_type", json!("hashicorp")))
-            .unwrap_err()
-            .to_string();
+        let err = error_with("vault_type", json!("hashicorp"));
         assert!(
             err.contains("hashicorp") && err.contains("azure_key_vault"),
             "{err}"

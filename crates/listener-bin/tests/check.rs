@@ -31,6 +31,26 @@ async fn environment(dir: &std::path::Path, sink: &OtlpSink) -> Environment {
     env
 }
 
+/// A fresh environment (see [`environment`]) with the directory and collector it uses.
+async fn setup() -> (tempfile::TempDir, OtlpSink, Environment) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = OtlpSink::start().await.unwrap();
+    let env = environment(dir.path(), &sink).await;
+    (dir, sink, env)
+}
+
+/// [`setup`], with `key` of the listener's config set to `value`.
+async fn setup_with_config(
+    key: &str,
+    value: serde_json::Value,
+) -> (tempfile::TempDir, OtlpSink, Environment) {
+    let (dir, sink, env) = setup().await;
+    let mut config = env.listener_config();
+    config[key] = value;
+    env.write_config(&config).unwrap();
+    (dir, sink, env)
+}
+
 async fn run_check(env: &Environment, args: &[&str]) -> (Option<i32>, String) {
     let mut command = environment_command(LISTENER, env);
     command.arg("check").args(args);
@@ -54,6 +74,30 @@ fn line<'a>(output: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {name}:\n{output}"))
 }
 
+/// The check `name` reported `status` (`ok` or `skip`).
+fn assert_status(output: &str, name: &str, status: &str) {
+    assert!(
+        line(output, name).starts_with(status),
+        "{name}: want {status}:\n{output}"
+    );
+}
+
+/// The check `name` failed, and its line has each of `words`.
+fn assert_failed(output: &str, name: &str, words: &[&str]) {
+    let failed = line(output, name);
+    assert!(
+        failed.starts_with("FAIL") && words.iter().all(|w| failed.contains(w)),
+        "{name}: want FAIL with {words:?}:\n{output}"
+    );
+}
+
+/// `ghalistener check` in `env`, which must exit 1 (a check failed); its output.
+async fn run_failing_check(env: &Environment) -> String {
+    let (code, output) = run_check(env, &[]).await;
+    assert_eq!(code, Some(1), "{output}");
+    output
+}
+
 /// No message session was asked for, and the set is as it was.
 fn nothing_changed(env: &Environment, set_before: &serde_json::Value) {
     assert!(
@@ -73,9 +117,7 @@ fn nothing_changed(env: &Environment, set_before: &serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_setup_passes_every_check_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
+    let (_dir, sink, env) = setup().await;
     let set_before = env
         .kube
         .get_ephemeral_runner_set(NAMESPACE, SET_NAME)
@@ -95,7 +137,7 @@ async fn a_healthy_setup_passes_every_check_and_changes_nothing() {
         "otlp",
         "metrics-addr",
     ] {
-        assert!(line(&output, name).starts_with("ok"), "{name}:\n{output}");
+        assert_status(&output, name, "ok");
     }
     assert!(output.contains("all checks passed"), "{output}");
     assert!(!output.contains(DEMO_TOKEN), "the PAT was printed");
@@ -129,26 +171,21 @@ async fn a_healthy_setup_passes_every_check_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_credentials_fail_naming_the_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
-    let mut config = env.listener_config();
-    config["github_token"] = serde_json::json!("ghp_notTheRightToken000000000000000000");
-    env.write_config(&config).unwrap();
+    let (_dir, _sink, env) = setup_with_config(
+        "github_token",
+        serde_json::json!("ghp_notTheRightToken000000000000000000"),
+    )
+    .await;
 
-    let (code, output) = run_check(&env, &[]).await;
-    assert_eq!(code, Some(1), "{output}");
-    let failed = line(&output, "github-registration-token");
-    assert!(
-        failed.starts_with("FAIL") && failed.contains("rejected the credentials"),
-        "{output}"
+    let output = run_failing_check(&env).await;
+    assert_failed(
+        &output,
+        "github-registration-token",
+        &["rejected the credentials"],
     );
-    assert!(line(&output, "scale-set").starts_with("skip"), "{output}");
+    assert_status(&output, "scale-set", "skip");
     // The independent checks still ran.
-    assert!(
-        line(&output, "kubernetes-set-patch").starts_with("ok"),
-        "{output}"
-    );
+    assert_status(&output, "kubernetes-set-patch", "ok");
     assert!(
         !output.contains("ghp_notTheRightToken"),
         "the token was printed"
@@ -157,9 +194,7 @@ async fn rejected_credentials_fail_naming_the_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_the_role_does_not_cover_fails_naming_the_right() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
+    let (_dir, _sink, env) = setup().await;
     env.kube.allowed_set_name(Some("some-other-set"));
     let set_before = env
         .kube
@@ -177,18 +212,10 @@ async fn a_set_the_role_does_not_cover_fails_naming_the_right() {
         .find(|c| c["name"] == "kubernetes-set-patch")
         .unwrap();
     assert_eq!(set_patch["status"], "fail", "{report:#}");
+    let text = |field: &str| set_patch[field].as_str().unwrap();
+    assert!(text("detail").contains("lacks `patch`"), "{report:#}");
     assert!(
-        set_patch["detail"]
-            .as_str()
-            .unwrap()
-            .contains("lacks `patch`"),
-        "{report:#}"
-    );
-    assert!(
-        set_patch["fix"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("resourceNames [{SET_NAME}]")),
+        text("fix").contains(&format!("resourceNames [{SET_NAME}]")),
         "{report:#}"
     );
     assert_eq!(
@@ -201,76 +228,45 @@ async fn a_set_the_role_does_not_cover_fails_naming_the_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_without_runner_status_fails_naming_the_subresource() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
+    let (_dir, _sink, env) = setup().await;
     env.kube.grant_runner_status(false);
 
-    let (code, output) = run_check(&env, &[]).await;
-    assert_eq!(code, Some(1), "{output}");
-    assert!(
-        line(&output, "kubernetes-set-patch").starts_with("ok"),
-        "{output}"
-    );
-    let failed = line(&output, "kubernetes-runner-status-patch");
-    assert!(
-        failed.starts_with("FAIL") && failed.contains("ephemeralrunners/status"),
-        "{output}"
+    let output = run_failing_check(&env).await;
+    assert_status(&output, "kubernetes-set-patch", "ok");
+    assert_failed(
+        &output,
+        "kubernetes-runner-status-patch",
+        &["ephemeralrunners/status"],
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_scale_set_id_fails_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
-    let mut config = env.listener_config();
-    config["runner_scale_set_id"] = serde_json::json!(999);
-    env.write_config(&config).unwrap();
+    let (_dir, _sink, env) = setup_with_config("runner_scale_set_id", serde_json::json!(999)).await;
 
-    let (code, output) = run_check(&env, &[]).await;
-    assert_eq!(code, Some(1), "{output}");
-    let failed = line(&output, "scale-set");
-    assert!(
-        failed.starts_with("FAIL")
-            && failed.contains("`runner_scale_set_id`")
-            && failed.contains("999"),
-        "{output}"
-    );
-    assert!(
-        line(&output, "actions-service").starts_with("ok"),
-        "{output}"
-    );
+    let output = run_failing_check(&env).await;
+    assert_failed(&output, "scale-set", &["`runner_scale_set_id`", "999"]);
+    assert_status(&output, "actions-service", "ok");
     assert_eq!(env.actions.stats().sessions_created, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_fails_naming_the_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
     let nobody = free_addr().expect("free port");
-    let mut config = env.listener_config();
-    config["otel_endpoint"] = serde_json::json!(format!("http://{nobody}"));
-    env.write_config(&config).unwrap();
+    let (_dir, _sink, env) = setup_with_config(
+        "otel_endpoint",
+        serde_json::json!(format!("http://{nobody}")),
+    )
+    .await;
 
-    let (code, output) = run_check(&env, &[]).await;
-    assert_eq!(code, Some(1), "{output}");
-    let failed = line(&output, "otlp");
-    assert!(
-        failed.starts_with("FAIL")
-            && failed.contains(&nobody.to_string())
-            && failed.contains("otel_endpoint"),
-        "{output}"
-    );
-    assert!(line(&output, "scale-set").starts_with("ok"), "{output}");
+    let output = run_failing_check(&env).await;
+    assert_failed(&output, "otlp", &[&nobody.to_string(), "otel_endpoint"]);
+    assert_status(&output, "scale-set", "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_a_running_listener_the_metrics_address_is_its_and_no_session_is_taken() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
+    let (_dir, _sink, env) = setup().await;
     let metrics_addr = env.options.metrics_addr.unwrap();
     let mut listener = ListenerProcess::spawn(LISTENER, &env).expect("spawn the listener");
     assert!(
@@ -312,21 +308,11 @@ async fn beside_a_running_listener_the_metrics_address_is_its_and_no_session_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_fails_naming_the_key_and_skips_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = OtlpSink::start().await.unwrap();
-    let env = environment(dir.path(), &sink).await;
-    let mut config = env.listener_config();
-    config["max_runners"] = serde_json::json!("ten");
-    env.write_config(&config).unwrap();
+    let (_dir, _sink, env) = setup_with_config("max_runners", serde_json::json!("ten")).await;
 
-    let (code, output) = run_check(&env, &[]).await;
-    assert_eq!(code, Some(1), "{output}");
-    let failed = line(&output, "config");
-    assert!(
-        failed.starts_with("FAIL") && failed.contains("max_runners"),
-        "{output}"
-    );
-    assert!(line(&output, "scale-set").starts_with("skip"), "{output}");
+    let output = run_failing_check(&env).await;
+    assert_failed(&output, "config", &["max_runners"]);
+    assert_status(&output, "scale-set", "skip");
     assert_eq!(
         output.lines().count(),
         11,

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use simulator::otlp_sink::OtlpSink;
 use simulator::support::{
-    ListenerProcess, environment_command, free_addr, http_get, http_ok, listener_command,
-    metric_value, wait_until,
+    ListenerProcess, environment_command, http_get, http_ok, listener_command, metric_value,
+    observed_environment, wait_until,
 };
 use simulator::workload::{
     DEMO_TOKEN, Environment, EnvironmentOptions, NAMESPACE, SET_NAME, WorkloadOptions,
@@ -54,10 +53,8 @@ fn bare_path(path: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_up_and_down_reports_metrics_and_spans_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = OtlpSink::start().await.expect("otlp sink");
-    let metrics_addr = free_addr().expect("free port");
-    let options = EnvironmentOptions::observed(dir.path(), metrics_addr, sink.endpoint());
-    let env = Environment::start(options).await.expect("environment");
+    let (env, sink) = observed_environment(dir.path()).await.expect("environment");
+    let metrics_addr = env.options.metrics_addr.expect("metrics on");
     let (log, mut child) = spawn_listener(&env, dir.path());
 
     // The initial statistics (no jobs) scale to min_runners first.

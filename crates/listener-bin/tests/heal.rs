@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -29,19 +28,24 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct Healing {
     env: Environment,
+    /// Where the environment keeps its files, removed when the test ends.
+    _dir: tempfile::TempDir,
     process: ListenerProcess,
     metrics: SocketAddr,
 }
 
-async fn environment(dir: &Path) -> Environment {
-    let mut options = EnvironmentOptions::new(dir);
+/// An environment in a new temporary directory, which [`Healing::spawn`] then keeps.
+async fn environment() -> (tempfile::TempDir, Environment) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = EnvironmentOptions::new(dir.path());
     options.long_poll_hold = Duration::from_secs(1);
     options.metrics_addr = Some(free_addr().expect("free port"));
-    Environment::start(options).await.expect("environment")
+    let env = Environment::start(options).await.expect("environment");
+    (dir, env)
 }
 
 impl Healing {
-    fn spawn(env: Environment) -> Self {
+    fn spawn(dir: tempfile::TempDir, env: Environment) -> Self {
         let cap = CAP_SECS.to_string();
         let process = ListenerProcess::spawn_with(
             LISTENER,
@@ -52,6 +56,7 @@ impl Healing {
         let metrics = env.options.metrics_addr.expect("metrics on");
         Self {
             env,
+            _dir: dir,
             process,
             metrics,
         }
@@ -204,8 +209,8 @@ const ROTATED_PAT: &str = "ghp_rotatedDemoToken000000000000000000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_github_token_heals_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut healing = Healing::spawn(environment(dir.path()).await);
+    let (dir, env) = environment().await;
+    let mut healing = Healing::spawn(dir, env);
     healing
         .eventually("started", || async { healing.ready().await })
         .await;
@@ -231,11 +236,10 @@ async fn a_rotated_github_token_heals_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_scale_set_at_start_is_waited_out_until_it_is_registered() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = environment(dir.path()).await;
+    let (dir, env) = environment().await;
     env.actions.set_scale_set_registered(false);
     env.actions.queue_jobs(3);
-    let mut healing = Healing::spawn(env);
+    let mut healing = Healing::spawn(dir, env);
     let sessions = |env: &Environment| {
         assert_eq!(env.actions.stats().sessions_created, 0);
         endpoint_count(env, Endpoint::CreateSession)
@@ -252,18 +256,14 @@ async fn an_unknown_scale_set_at_start_is_waited_out_until_it_is_registered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_set_is_waited_out_and_patched_once_the_role_allows_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = environment(dir.path()).await;
+    let (dir, env) = environment().await;
     env.kube.allowed_set_name(Some("some-other-set"));
     env.actions.queue_jobs(2);
-    let mut healing = Healing::spawn(env);
-    healing
-        .wait_out(
-            "set_forbidden",
-            |env| set_patches(env, SET_NAME),
-            |env| env.kube.allowed_set_name(Some(SET_NAME)),
-        )
-        .await;
+    let mut healing = Healing::spawn(dir, env);
+    let patches = |env: &Environment| set_patches(env, SET_NAME);
+    // The operator widens the role to the set.
+    let allow = |env: &Environment| env.kube.allowed_set_name(Some(SET_NAME));
+    healing.wait_out("set_forbidden", patches, allow).await;
     healing.wait_replicas(2).await;
     healing.stop().await;
 }
@@ -271,14 +271,13 @@ async fn a_forbidden_set_is_waited_out_and_patched_once_the_role_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_set_is_waited_out_until_it_exists() {
     const LATE_SET: &str = "late-set";
-    let dir = tempfile::tempdir().unwrap();
-    let env = environment(dir.path()).await;
+    let (dir, env) = environment().await;
     let mut config = env.listener_config();
     config["ephemeral_runner_set_name"] = json!(LATE_SET);
     env.write_config(&config).unwrap();
     env.kube.allowed_set_name(None);
     env.actions.queue_jobs(1);
-    let mut healing = Healing::spawn(env);
+    let mut healing = Healing::spawn(dir, env);
     healing
         .wait_out(
             "set_not_found",
@@ -302,9 +301,8 @@ async fn a_missing_set_is_waited_out_until_it_exists() {
 /// again (the message is not acknowledged, so nothing is lost), no exit, not degraded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_poll_body_is_retried_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = environment(dir.path()).await;
-    let healing = Healing::spawn(env);
+    let (dir, env) = environment().await;
+    let healing = Healing::spawn(dir, env);
     healing
         .eventually("started", || async { healing.ready().await })
         .await;

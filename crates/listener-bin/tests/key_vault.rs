@@ -50,6 +50,15 @@ async fn vault(dir: &Path) -> Vault {
     }
 }
 
+impl Vault {
+    /// Puts ARC's app config with the PAT `token` in the vault; returns the secret's value.
+    fn set_pat_secret(&self, token: &str) -> String {
+        let secret = json!({ "github_token": token }).to_string();
+        self.azure.set_secret(SECRET_NAME, &secret);
+        secret
+    }
+}
+
 /// ARC's config.json for `env`, its credentials in the vault instead of inline.
 fn vault_config(env: &Environment, vault: &Vault, certificate_path: &Path) -> Value {
     let mut config = env.listener_config();
@@ -80,6 +89,14 @@ async fn environment(dir: &Path, github_auth: Option<FakeAuth>) -> Environment {
     Environment::start(options).await.unwrap()
 }
 
+/// A directory with the vault and an environment (GitHub accepting the demo PAT) in it.
+async fn setup() -> (tempfile::TempDir, Vault, Environment) {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = vault(dir.path()).await;
+    let env = environment(dir.path(), None).await;
+    (dir, vault, env)
+}
+
 /// Runs until the listener holds a message session, then SIGTERM; returns its output.
 async fn runs_with_a_session(env: &Environment, command: Command, dir: &Path) -> String {
     let log = dir.join("listener.log");
@@ -95,8 +112,8 @@ async fn runs_with_a_session(env: &Environment, command: Command, dir: &Path) ->
     output
 }
 
-/// Runs to its exit (a start-up failure); returns stdout + stderr.
-async fn fails(mut command: Command) -> String {
+/// Runs `command` to its exit; its exit code and stdout + stderr.
+async fn run_to_exit(mut command: Command) -> (Option<i32>, String) {
     let out: Output = tokio::time::timeout(Duration::from_secs(120), command.output())
         .await
         .expect("the listener did not exit")
@@ -106,7 +123,14 @@ async fn fails(mut command: Command) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    (out.status.code(), text)
+}
+
+/// Runs the listener with `config` to its exit (a start-up failure); returns stdout + stderr.
+async fn fails_with(env: &Environment, vault: &Vault, config: &Value) -> String {
+    env.write_config(config).unwrap();
+    let (code, text) = run_to_exit(command(env, vault)).await;
+    assert_eq!(code, Some(1), "{text}");
     text
 }
 
@@ -128,11 +152,8 @@ fn assert_no_azure_secrets(output: &str, vault: &Vault, secret_values: &[&str]) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_and_a_pat_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = vault(dir.path()).await;
-    let secret = json!({ "github_token": DEMO_TOKEN }).to_string();
-    vault.azure.set_secret(SECRET_NAME, &secret);
-    let env = environment(dir.path(), None).await;
+    let (dir, vault, env) = setup().await;
+    let secret = vault.set_pat_secret(DEMO_TOKEN);
     env.write_config(&vault_config(&env, &vault, &vault.certificate_path))
         .unwrap();
     let output = runs_with_a_session(&env, command(&env, &vault), dir.path()).await;
@@ -169,10 +190,7 @@ async fn certificate_and_an_app_secret() {
 async fn workload_identity() {
     let dir = tempfile::tempdir().unwrap();
     let vault = vault(dir.path()).await;
-    vault.azure.set_secret(
-        SECRET_NAME,
-        &json!({ "github_token": DEMO_TOKEN }).to_string(),
-    );
+    vault.set_pat_secret(DEMO_TOKEN);
     let federated = "eyJhbGciOiJSUzI1NiJ9.federated-service-account-token.sig";
     vault
         .azure
@@ -197,16 +215,7 @@ async fn workload_identity() {
 async fn check(env: &Environment, vault: &Vault) -> (Option<i32>, String) {
     let mut command = command(env, vault);
     command.arg("check");
-    let out: Output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("the check did not finish")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    run_to_exit(command).await
 }
 
 /// `ghalistener check` reads the vault as the listener does: a missing secret fails the
@@ -214,9 +223,7 @@ async fn check(env: &Environment, vault: &Vault) -> (Option<i32>, String) {
 /// the secret is there, the credentials read and GitHub issues a registration token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reads_the_credentials_from_the_vault() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = vault(dir.path()).await;
-    let env = environment(dir.path(), None).await;
+    let (_dir, vault, env) = setup().await;
     env.write_config(&vault_config(&env, &vault, &vault.certificate_path))
         .unwrap();
 
@@ -232,8 +239,7 @@ async fn check_reads_the_credentials_from_the_vault() {
     );
     assert!(text.contains("skip github-registration-token:"), "{text}");
 
-    let secret = json!({ "github_token": DEMO_TOKEN }).to_string();
-    vault.azure.set_secret(SECRET_NAME, &secret);
+    let secret = vault.set_pat_secret(DEMO_TOKEN);
     let (_, text) = check(&env, &vault).await;
     assert!(
         text.contains("ok   credentials: read (personal access token)"),
@@ -299,9 +305,7 @@ async fn waits_out(
 /// it heals. Here: the secret is not there yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_is_waited_out_until_it_is_created() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = vault(dir.path()).await;
-    let env = environment(dir.path(), None).await;
+    let (dir, vault, env) = setup().await;
     let secret = json!({ "github_token": DEMO_TOKEN }).to_string();
 
     // The secret is not in the vault yet.
@@ -318,11 +322,8 @@ async fn a_missing_secret_is_waited_out_until_it_is_created() {
 /// A certificate Entra ID does not know for the application (AADSTS700027).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_entra_id_does_not_know_is_waited_out_until_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = vault(dir.path()).await;
-    let env = environment(dir.path(), None).await;
-    let secret = json!({ "github_token": DEMO_TOKEN }).to_string();
-    vault.azure.set_secret(SECRET_NAME, &secret);
+    let (dir, vault, env) = setup().await;
+    let secret = vault.set_pat_secret(DEMO_TOKEN);
     let wrong = dir.path().join("wrong.pem");
     let unregistered = vault
         .azure
@@ -345,9 +346,7 @@ async fn a_certificate_entra_id_does_not_know_is_waited_out_until_replaced() {
 /// config, config mistakes (before anything is asked of Azure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_failures_say_what_to_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let vault = vault(dir.path()).await;
-    let env = environment(dir.path(), None).await;
+    let (_dir, vault, env) = setup().await;
     let good = vault_config(&env, &vault, &vault.certificate_path);
 
     // The secret is there but is not ARC's app config.
@@ -355,8 +354,7 @@ async fn start_up_failures_say_what_to_fix() {
         SECRET_NAME,
         r#"{"github_app_id":"1","token":"ghp_notAppConfig"}"#,
     );
-    env.write_config(&good).unwrap();
-    let text = fails(command(&env, &vault)).await;
+    let text = fails_with(&env, &vault, &good).await;
     assert!(
         text.contains(SECRET_NAME) && text.contains("github_app_installation_id"),
         "{text}"
@@ -367,13 +365,11 @@ async fn start_up_failures_say_what_to_fix() {
     let before = vault.azure.counts().token_requests;
     let mut no_key = good.clone();
     no_key["vault_lookup_key"] = json!("");
-    env.write_config(&no_key).unwrap();
-    let text = fails(command(&env, &vault)).await;
+    let text = fails_with(&env, &vault, &no_key).await;
     assert!(text.contains("vault_lookup_key"), "{text}");
     let mut unknown = good.clone();
     unknown["vault_type"] = json!("hashicorp_vault");
-    env.write_config(&unknown).unwrap();
-    let text = fails(command(&env, &vault)).await;
+    let text = fails_with(&env, &vault, &unknown).await;
     assert!(
         text.contains("vault_type")
             && text.contains("hashicorp_vault")
@@ -387,10 +383,7 @@ async fn start_up_failures_say_what_to_fix() {
 async fn load_reads_the_rotated_secret() {
     let dir = tempfile::tempdir().unwrap();
     let vault = vault(dir.path()).await;
-    vault.azure.set_secret(
-        SECRET_NAME,
-        &json!({ "github_token": "ghp_before" }).to_string(),
-    );
+    vault.set_pat_secret("ghp_before");
     let client = KeyVaultClient::new(
         &KeyVaultConfig {
             tenant_id: TENANT.into(),
@@ -419,10 +412,7 @@ async fn load_reads_the_rotated_secret() {
     };
     assert_eq!(token(source.load().await.unwrap()), "ghp_before");
 
-    vault.azure.set_secret(
-        SECRET_NAME,
-        &json!({ "github_token": "ghp_after" }).to_string(),
-    );
+    vault.set_pat_secret("ghp_after");
     assert_eq!(token(source.load().await.unwrap()), "ghp_after");
 
     vault.azure.set_secret(SECRET_NAME, "ghp_not_json");

@@ -6,30 +6,14 @@ use listener_bin::config::Config;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// ARC's config.json (every key, as its controller writes it) with the OTel keys, and a
+/// token the tests look for in every error.
 fn valid() -> Value {
-    json!({
-        "configure_url": "https://github.com/my-org",
-        "vault_type": "",
-        "vault_lookup_key": "",
-        "github_app_id": "",
-        "github_app_installation_id": 0,
-        "github_app_private_key": "",
-        "github_token": "ghp_propSecret00000000000000000000000000",
-        "ephemeral_runner_set_namespace": "arc-runners",
-        "ephemeral_runner_set_name": "set-abc12",
-        "max_runners": 10,
-        "min_runners": 0,
-        "runner_scale_set_id": 7,
-        "runner_scale_set_name": "set",
-        "server_root_ca": "",
-        "log_level": "info",
-        "log_format": "text",
-        "metrics_addr": ":8080",
-        "metrics_endpoint": "/metrics",
-        "metrics": null,
-        "otel_endpoint": "",
-        "otel_insecure": false,
-    })
+    let mut config: Value = serde_json::from_str(include_str!("fixtures/arc_config.json")).unwrap();
+    config["github_token"] = json!("ghp_propSecret00000000000000000000000000");
+    config["otel_endpoint"] = json!("");
+    config["otel_insecure"] = json!(false);
+    config
 }
 
 const STRING_KEYS: &[&str] = &[

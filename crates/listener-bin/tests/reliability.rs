@@ -77,6 +77,15 @@ impl Proc {
         (stopped.code(), stopped.took)
     }
 
+    /// The end of a scenario: the listener is still up, and exits 0 on SIGTERM; the exit
+    /// code (for the figures) and how long the exit took.
+    async fn stop_cleanly(&mut self) -> (Option<i32>, Duration) {
+        assert_eq!(self.exited(), None, "listener exited: {}", self.output());
+        let (code, took) = self.sigterm().await;
+        assert_eq!(code, Some(0), "{}", self.output());
+        (code, took)
+    }
+
     async fn metrics(&self) -> String {
         http_get(self.metrics.expect("metrics enabled"), "/metrics").await
     }
@@ -94,6 +103,15 @@ async fn environment(dir: &Path, configure: impl FnOnce(&mut EnvironmentOptions)
     Environment::start(options).await.expect("environment")
 }
 
+/// [`environment`] in a new temporary directory, removed when the returned guard drops.
+async fn environment_in_tempdir(
+    configure: impl FnOnce(&mut EnvironmentOptions),
+) -> (tempfile::TempDir, Environment) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = environment(dir.path(), configure).await;
+    (dir, env)
+}
+
 fn is_set_patch(path: &str) -> bool {
     path.ends_with(&format!("ephemeralrunnersets/{SET_NAME}"))
 }
@@ -106,6 +124,17 @@ async fn wait_started(env: &Environment, proc: &Proc, timeout: Duration) {
     })
     .await;
     assert!(ok, "listener did not start; log:\n{}", proc.output());
+}
+
+/// Queues `jobs` jobs; the set must scale to them within 30 s.
+async fn queue_and_scale(env: &Environment, proc: &Proc, jobs: usize) {
+    env.actions.queue_jobs(jobs);
+    let replicas = i64::try_from(jobs).expect("a few jobs");
+    assert!(
+        wait_for_replicas(env, replicas, Duration::from_secs(30)).await,
+        "did not scale to {jobs}; log:\n{}",
+        proc.output()
+    );
 }
 
 /// Figures of one scenario: printed, and written to `$CHAOS_REPORT_DIR/<name>.json`.
@@ -194,8 +223,7 @@ async fn burst(env: &Environment, n: usize, timeout: Duration) -> Duration {
 /// goes on, no exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_404_is_tolerated() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = environment(dir.path(), |o| {
+    let (_dir, env) = environment_in_tempdir(|o| {
         o.long_poll_hold = Duration::from_secs(1);
         o.runner_controller = false;
     })
@@ -217,9 +245,7 @@ async fn runner_404_is_tolerated() {
         .filter(|r| r.path.ends_with("/status") && r.status == 404)
         .count();
     assert_eq!(not_found, 6, "one 404 per started job");
-    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
-    let (code, _) = proc.sigterm().await;
-    assert_eq!(code, Some(0));
+    proc.stop_cleanly().await;
     report(
         "kube_runner_404",
         json!({"runner_404s": not_found, "jobs_completed": summary.completed, "exits": 0,
@@ -248,6 +274,14 @@ async fn sigterm_in_every_phase_deletes_the_session_and_exits_zero_within_5s() {
     );
 }
 
+/// Waits until `check` holds, which it must within 10 s.
+async fn within_10s(phase: &str, check: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(10), check).await,
+        "{phase}: not reached in 10 s"
+    );
+}
+
 async fn sigterm_phase(dir: &Path, phase: &str) -> Value {
     let env = environment(&dir.join(phase), |o| {
         o.long_poll_hold = Duration::from_secs(30);
@@ -260,21 +294,14 @@ async fn sigterm_phase(dir: &Path, phase: &str) -> Value {
     match phase {
         "polling" => {
             // Inside the 30 s hold of the first poll.
-            assert!(wait_until(Duration::from_secs(10), || env.actions.stats().requests > 0).await);
+            within_10s(phase, || env.actions.stats().requests > 0).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         "handling" => {
             // The scale patch of the next message takes 4 s: SIGTERM lands mid-handling.
             env.kube.set_latency(Duration::from_secs(4));
             env.actions.queue_jobs(2);
-            assert!(
-                wait_until(Duration::from_secs(10), || env
-                    .actions
-                    .stats()
-                    .messages_delivered
-                    >= 1)
-                .await
-            );
+            within_10s(phase, || env.actions.stats().messages_delivered >= 1).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         "retrying_actions" => {
@@ -282,31 +309,27 @@ async fn sigterm_phase(dir: &Path, phase: &str) -> Value {
             env.actions
                 .inject_fault(Endpoint::DeleteMessage, Fault::status(503, 100));
             env.actions.queue_jobs(1);
-            assert!(
-                wait_until(Duration::from_secs(10), || env
-                    .actions
-                    .requests()
+            within_10s(phase, || {
+                let requests = env.actions.requests();
+                let acks = requests
                     .iter()
-                    .filter(|r| r.endpoint == Some(Endpoint::DeleteMessage))
-                    .count()
-                    >= 2)
-                .await
-            );
+                    .filter(|r| r.endpoint == Some(Endpoint::DeleteMessage));
+                acks.count() >= 2
+            })
+            .await;
         }
         "retrying_kubernetes" => {
             env.kube
                 .inject_fault(KubeFault::patch(set_path.clone(), FaultAction::Status(503)));
             env.actions.queue_jobs(1);
-            assert!(
-                wait_until(Duration::from_secs(10), || env
-                    .kube
-                    .requests()
+            within_10s(phase, || {
+                let requests = env.kube.requests();
+                let refused = requests
                     .iter()
-                    .filter(|r| r.path == set_path && r.status == 503)
-                    .count()
-                    >= 2)
-                .await
-            );
+                    .filter(|r| r.path == set_path && r.status == 503);
+                refused.count() >= 2
+            })
+            .await;
         }
         other => unreachable!("{other}"),
     }
@@ -326,8 +349,7 @@ async fn sigterm_phase(dir: &Path, phase: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long (90 s conflict): make chaos"]
 async fn chaos_session_conflict_for_90s_is_waited_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = environment(dir.path(), |_| {}).await;
+    let (_dir, env) = environment_in_tempdir(|_| {}).await;
     let conflict = Duration::from_secs(90);
     env.actions
         .add_stale_session("crashed-listener-pod", conflict);
@@ -345,17 +367,10 @@ async fn chaos_session_conflict_for_90s_is_waited_out() {
     let session_after = t0.elapsed();
     assert!(session_after >= conflict - Duration::from_secs(1));
     // Scaling resumes.
-    env.actions.queue_jobs(3);
-    assert!(
-        wait_for_replicas(&env, 3, Duration::from_secs(30)).await,
-        "did not scale after the conflict; log:\n{}",
-        proc.output()
-    );
+    queue_and_scale(&env, &proc, 3).await;
     let scaled_after = t0.elapsed();
     let exposition = proc.metrics().await;
-    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
-    let (code, took) = proc.sigterm().await;
-    assert_eq!(code, Some(0));
+    let (code, took) = proc.stop_cleanly().await;
     let stats = env.actions.stats();
     report(
         "session_conflict_90s",
@@ -378,8 +393,7 @@ async fn chaos_session_conflict_for_90s_is_waited_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: make chaos"]
 async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = environment(dir.path(), |o| o.long_poll_hold = Duration::from_secs(1)).await;
+    let (_dir, env) = environment_in_tempdir(|o| o.long_poll_hold = Duration::from_secs(1)).await;
     let mut proc = Proc::spawn(&env, &[]);
     wait_started(&env, &proc, Duration::from_secs(30)).await;
 
@@ -466,9 +480,7 @@ async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
     );
     assert!(stats.sessions_refreshed > 0 && stats.unauthorized > 0);
     let exposition = proc.metrics().await;
-    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
-    let (code, took) = proc.sigterm().await;
-    assert_eq!(code, Some(0));
+    let (code, took) = proc.stop_cleanly().await;
     report(
         "token_expiry_and_registration_flapping",
         json!({
@@ -853,8 +865,7 @@ async fn chaos_faults_at_20_percent_for_a_minute_end_as_the_statistics_dictate()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: make chaos"]
 async fn chaos_stalled_long_poll_is_detected_and_recovered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = environment(dir.path(), |o| o.long_poll_hold = Duration::from_secs(1)).await;
+    let (_dir, env) = environment_in_tempdir(|o| o.long_poll_hold = Duration::from_secs(1)).await;
     let long_poll_timeout = 4;
     let stale_after = 6;
     let mut proc = Proc::spawn(
@@ -908,12 +919,7 @@ async fn chaos_stalled_long_poll_is_detected_and_recovered() {
         ready_again_at.unwrap_or_else(|| panic!("readiness never recovered: {}", proc.output()));
     // Scaling works after the stall.
     let queued_at = Instant::now();
-    env.actions.queue_jobs(2);
-    assert!(
-        wait_for_replicas(&env, 2, Duration::from_secs(30)).await,
-        "{}",
-        proc.output()
-    );
+    queue_and_scale(&env, &proc, 2).await;
     let scale_latency = queued_at.elapsed();
     let exposition = proc.metrics().await;
     let timeouts_logged = proc
@@ -921,9 +927,7 @@ async fn chaos_stalled_long_poll_is_detected_and_recovered() {
         .lines()
         .filter(|l| l.contains("timed out"))
         .count();
-    assert_eq!(proc.exited(), None, "listener exited: {}", proc.output());
-    let (code, took) = proc.sigterm().await;
-    assert_eq!(code, Some(0));
+    let (code, took) = proc.stop_cleanly().await;
     report(
         "stalled_long_poll",
         json!({

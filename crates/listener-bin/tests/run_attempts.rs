@@ -13,8 +13,10 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use simulator::actions::{Endpoint, FakeJob, Fault};
 use simulator::otlp_sink::{OtlpSink, ReceivedSpan};
-use simulator::support::{ListenerProcess, environment_command, free_addr, http_get, wait_until};
-use simulator::workload::{Environment, EnvironmentOptions};
+use simulator::support::{
+    ListenerProcess, environment_command, http_get, observed_environment, wait_until,
+};
+use simulator::workload::Environment;
 
 const LISTENER: &str = env!("CARGO_BIN_EXE_ghalistener");
 const WAIT: Duration = Duration::from_secs(30);
@@ -50,9 +52,7 @@ fn exemplar_trace_ids(exposition: &str, metric: &str) -> BTreeSet<String> {
 }
 
 async fn start(scheme: &str, dir: &std::path::Path) -> (Environment, OtlpSink, ListenerProcess) {
-    let sink = OtlpSink::start().await.expect("otlp sink");
-    let options = EnvironmentOptions::observed(dir, free_addr().unwrap(), sink.endpoint());
-    let env = Environment::start(options).await.expect("environment");
+    let (env, sink) = observed_environment(dir).await.expect("environment");
     let mut command = environment_command(LISTENER, &env);
     command.env("GHALISTENER_OTEL_ID_SCHEME", scheme);
     let child = ListenerProcess::start(command, &dir.join("listener.log"), None).expect("spawn");

@@ -101,14 +101,11 @@ pub(crate) struct RequestLog<E> {
 impl<E> Default for RequestLog<E> {
     /// Unbounded.
     fn default() -> Self {
-        Self {
-            records: Vec::new(),
-            limit: usize::MAX,
-        }
+        Self::with_limit(usize::MAX)
     }
 }
 
-impl<E: Clone> RequestLog<E> {
+impl<E> RequestLog<E> {
     pub(crate) fn with_limit(limit: usize) -> Self {
         Self {
             records: Vec::new(),
@@ -122,11 +119,13 @@ impl<E: Clone> RequestLog<E> {
         }
     }
 
-    pub(crate) fn snapshot(&self) -> Vec<RequestRecord<E>> {
-        self.records.clone()
-    }
-
     pub(crate) fn clear(&mut self) {
         self.records.clear();
+    }
+}
+
+impl<E: Clone> RequestLog<E> {
+    pub(crate) fn snapshot(&self) -> Vec<RequestRecord<E>> {
+        self.records.clone()
     }
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::process::{Child, Command};
 
-use crate::workload::Environment;
+use crate::otlp_sink::OtlpSink;
+use crate::workload::{Environment, EnvironmentOptions};
 
 /// Inherited variables that would change what the listener does (log filter, config and
 /// cluster discovery, proxies in front of the fakes): a run must depend only on what its
@@ -236,6 +237,15 @@ pub fn free_addr() -> io::Result<SocketAddr> {
         io::ErrorKind::AddrInUse,
         format!("no free loopback port in {FIRST}..{}", FIRST + SPAN),
     ))
+}
+
+/// An [`Environment`] in `dir` with every output on ([`EnvironmentOptions::observed`]):
+/// metrics on a free port, spans to a new [`OtlpSink`], returned with it to be kept and read.
+pub async fn observed_environment(dir: &Path) -> anyhow::Result<(Environment, OtlpSink)> {
+    let sink = OtlpSink::start().await?;
+    let options = EnvironmentOptions::observed(dir, free_addr()?, sink.endpoint());
+    let env = Environment::start(options).await?;
+    Ok((env, sink))
 }
 
 /// Poll `check` every 50 ms until it holds or `timeout` passes; its last answer.

@@ -64,6 +64,21 @@ fn app_jwt(iss: Value, iat: i64, exp: i64) -> String {
     .unwrap()
 }
 
+/// POST for an org registration token, with `authorization`.
+async fn registration_token_request(
+    http: &reqwest::Client,
+    rest: &str,
+    authorization: &str,
+) -> reqwest::Response {
+    http.post(format!(
+        "{rest}/orgs/my-org/actions/runners/registration-token"
+    ))
+    .header("Authorization", authorization)
+    .send()
+    .await
+    .unwrap()
+}
+
 /// Registration token (with `authorization`) then runner-registration: (service url, admin token).
 async fn register(
     fake: &FakeActions,
@@ -71,14 +86,7 @@ async fn register(
     rest: &str,
     authorization: &str,
 ) -> (String, String) {
-    let response = http
-        .post(format!(
-            "{rest}/orgs/my-org/actions/runners/registration-token"
-        ))
-        .header("Authorization", authorization)
-        .send()
-        .await
-        .unwrap();
+    let response = registration_token_request(http, rest, authorization).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     assert!(response.headers().contains_key("x-github-request-id"));
     let body: Value = response.json().await.unwrap();
@@ -92,11 +100,21 @@ async fn register(
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::OK).await;
     let url = body["url"].as_str().unwrap().to_owned();
     assert!(url.starts_with(&fake.url()) && url.ends_with('/'), "{url}");
     (url, body["token"].as_str().unwrap().to_owned())
+}
+
+/// The response's JSON body, once its status is `status`.
+async fn json_body(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    response.json().await.unwrap()
+}
+
+/// The `typeName` of an Actions service error body.
+fn type_name(body: &Value) -> &str {
+    body["typeName"].as_str().unwrap()
 }
 
 struct Session {
@@ -130,10 +148,26 @@ async fn session(http: &reqwest::Client, service: &str, admin: &str) -> Session 
     }
 }
 
+/// A quick fake with a PAT-registered session: (fake, client, session).
+async fn quick_session() -> (FakeActions, reqwest::Client, Session) {
+    let (fake, http) = quick_fake().await;
+    let (_, _, s) = pat_session(&fake, &http).await;
+    (fake, http, s)
+}
+
+/// The fake's REST API root, as GitHub Enterprise Server has it.
+fn rest_url(fake: &FakeActions) -> String {
+    format!("{}/api/v3", fake.url())
+}
+
+/// [`register`] with the PAT: (service url, admin token).
+async fn pat_register(fake: &FakeActions, http: &reqwest::Client) -> (String, String) {
+    register(fake, http, &rest_url(fake), &format!("Bearer {PAT}")).await
+}
+
 /// PAT registration + session in one go.
 async fn pat_session(fake: &FakeActions, http: &reqwest::Client) -> (String, String, Session) {
-    let rest = format!("{}/api/v3", fake.url());
-    let (service, admin) = register(fake, http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(fake, http).await;
     let session = session(http, &service, &admin).await;
     (service, admin, session)
 }
@@ -159,8 +193,7 @@ async fn get_message(
 /// Next message, parsed: (messageId, body array, statistics).
 async fn next_message(http: &reqwest::Client, session: &Session) -> (i64, Vec<Value>, Value) {
     let response = get_message(http, session, None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let message: Value = response.json().await.unwrap();
+    let message = json_body(response, StatusCode::OK).await;
     assert_eq!(message["messageType"], "RunnerScaleSetJobMessages");
     let body: Vec<Value> = serde_json::from_str(message["body"].as_str().unwrap()).unwrap();
     (
@@ -217,8 +250,7 @@ fn types(body: &[Value]) -> Vec<&str> {
 #[tokio::test]
 async fn pat_flow_end_to_end() {
     let (fake, http) = quick_fake().await;
-    let rest = format!("{}/api/v3", fake.url());
-    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(&fake, &http).await;
     let claims = jwt_claims(&admin);
     let exp = claims["exp"].as_i64().unwrap();
     assert!((exp - now() - 3600).abs() <= 5, "exp {exp}");
@@ -259,8 +291,7 @@ async fn pat_flow_end_to_end() {
     let mut wanted = ids.clone();
     wanted.push(999_999);
     let response = acquire(&http, &service, &s.queue_token, &wanted).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let acquired: Value = response.json().await.unwrap();
+    let acquired = json_body(response, StatusCode::OK).await;
     assert_eq!(acquired, json!({"count": 3, "value": ids}));
 
     let (id2, body, stats) = next_message(&http, &s).await;
@@ -282,12 +313,8 @@ async fn pat_flow_end_to_end() {
     assert_eq!(stats["totalRunningJobs"], 1);
     assert_eq!(ack(&http, &s, id3).await, StatusCode::NO_CONTENT);
 
-    let response = http
-        .delete(session_url(&service, &s))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let url = session_url(&service, &s);
+    let response = http.delete(&url).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(fake.session().is_none());
 
@@ -375,7 +402,7 @@ async fn app_flow_and_jwt_checks() {
     })
     .await;
     let http = client();
-    let rest = format!("{}/api/v3", fake.url());
+    let rest = rest_url(&fake);
     let token_url = format!("{rest}/app/installations/42/access_tokens");
     let iat = now() - 60;
 
@@ -413,8 +440,7 @@ async fn app_flow_and_jwt_checks() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     let response = post(token_url.clone(), good).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::CREATED).await;
     let installation_token = body["token"].as_str().unwrap().to_owned();
     assert!(body["expires_at"].is_string());
 
@@ -439,15 +465,8 @@ async fn app_flow_and_jwt_checks() {
 #[tokio::test]
 async fn wrong_and_expired_tokens_get_401() {
     let (fake, http) = quick_fake().await;
-    let rest = format!("{}/api/v3", fake.url());
-    let response = http
-        .post(format!(
-            "{rest}/orgs/my-org/actions/runners/registration-token"
-        ))
-        .bearer_auth("ghp_wrong")
-        .send()
-        .await
-        .unwrap();
+    let rest = rest_url(&fake);
+    let response = registration_token_request(&http, &rest, "Bearer ghp_wrong").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.headers().contains_key("x-github-request-id"));
     let body: Value = response.json().await.unwrap();
@@ -462,7 +481,7 @@ async fn wrong_and_expired_tokens_get_401() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
-    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(&fake, &http).await;
     let s = session(&http, &service, &admin).await;
 
     // Missing api-version.
@@ -493,14 +512,9 @@ async fn wrong_and_expired_tokens_get_401() {
         acquire(&http, &service, &admin, &[1]).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let response = http
-        .patch(session_url(&service, &s))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let refreshed: Value = response.json().await.unwrap();
+    let url = session_url(&service, &s);
+    let response = http.patch(&url).bearer_auth(&admin).send().await.unwrap();
+    let refreshed = json_body(response, StatusCode::OK).await;
     let s2 = Session {
         queue_token: refreshed["messageQueueAccessToken"]
             .as_str()
@@ -530,8 +544,7 @@ async fn wrong_and_expired_tokens_get_401() {
         ..quick()
     })
     .await;
-    let rest = format!("{}/api/v3", fake.url());
-    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(&fake, &http).await;
     let exp = jwt_claims(&admin)["exp"].as_i64().unwrap();
     assert!(exp <= now() + 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -545,18 +558,11 @@ async fn wrong_and_expired_tokens_get_401() {
 #[tokio::test]
 async fn conflict_until_the_stale_session_lapses() {
     let (fake, http) = quick_fake().await;
-    let rest = format!("{}/api/v3", fake.url());
-    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(&fake, &http).await;
     fake.add_stale_session("old-pod", Duration::from_millis(1500));
     let response = create_session(&http, &service, &admin).await;
-    assert_eq!(response.status(), StatusCode::CONFLICT);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["typeName"]
-            .as_str()
-            .unwrap()
-            .contains("TaskAgentSessionConflictException")
-    );
+    let body = json_body(response, StatusCode::CONFLICT).await;
+    assert!(type_name(&body).contains("TaskAgentSessionConflictException"));
     assert!(body["message"].as_str().unwrap().contains("old-pod"));
 
     tokio::time::sleep(Duration::from_millis(1600)).await;
@@ -578,8 +584,7 @@ async fn conflict_until_the_stale_session_lapses() {
 
 #[tokio::test]
 async fn long_poll_holds_then_202_and_answers_as_soon_as_a_job_is_queued() {
-    let (fake, http) = quick_fake().await;
-    let (_, _, s) = pat_session(&fake, &http).await;
+    let (fake, http, s) = quick_session().await;
 
     let started = Instant::now();
     let response = get_message(&http, &s, None).await;
@@ -732,7 +737,7 @@ async fn acquire_semantics_and_statistics() {
 #[tokio::test]
 async fn fault_injection() {
     let (fake, http) = quick_fake().await;
-    let rest = format!("{}/api/v3", fake.url());
+    let rest = rest_url(&fake);
     let url = format!("{rest}/orgs/my-org/actions/runners/registration-token");
     let post = || http.post(&url).bearer_auth(PAT).send();
 
@@ -770,7 +775,7 @@ async fn fault_injection() {
     assert!(started.elapsed() >= Duration::from_millis(450));
 
     // Faults on the Actions side answer Actions-style errors; other endpoints are unaffected.
-    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(&fake, &http).await;
     fake.inject_fault(Endpoint::CreateSession, Fault::status(500, 1));
     let response = create_session(&http, &service, &admin).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -866,8 +871,7 @@ async fn bad_requests_get_json_errors_never_a_panic() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::NOT_FOUND).await;
     assert_eq!(body["message"], "Not Found");
 
     let (service, admin, s) = pat_session(&fake, &http).await;
@@ -879,8 +883,7 @@ async fn bad_requests_get_json_errors_never_a_panic() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::NOT_FOUND).await;
     assert!(body["typeName"].is_string());
 
     // Missing or invalid X-ScaleSetMaxCapacity.
@@ -989,8 +992,7 @@ async fn ten_thousand_jobs_flow_through() {
 
 #[tokio::test]
 async fn queue_job_with_explicit_fields() {
-    let (fake, http) = quick_fake().await;
-    let (_, _, s) = pat_session(&fake, &http).await;
+    let (fake, http, s) = quick_session().await;
     let id = fake.queue_job(FakeJob {
         repository_name: "repo-x".into(),
         owner_name: "owner-x".into(),
@@ -1013,8 +1015,7 @@ async fn queue_job_with_explicit_fields() {
 #[tokio::test]
 async fn the_scale_set_is_read_with_the_admin_token_and_no_session() {
     let (fake, http) = quick_fake().await;
-    let rest = format!("{}/api/v3", fake.url());
-    let (service, admin) = register(&fake, &http, &rest, &format!("Bearer {PAT}")).await;
+    let (service, admin) = pat_register(&fake, &http).await;
     let get = |id: i64, token: &str| {
         http.get(format!(
             "{service}_apis/runtime/runnerscalesets/{id}?api-version=6.0-preview"
@@ -1024,8 +1025,7 @@ async fn the_scale_set_is_read_with_the_admin_token_and_no_session() {
     };
 
     let response = get(1, &admin).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::OK).await;
     assert_eq!(body["id"], 1);
     assert!(
         body["name"].is_string() && body["runnerGroupName"].is_string(),
@@ -1033,13 +1033,9 @@ async fn the_scale_set_is_read_with_the_admin_token_and_no_session() {
     );
 
     let response = get(999, &admin).await.unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let body: Value = response.json().await.unwrap();
+    let body = json_body(response, StatusCode::NOT_FOUND).await;
     assert!(
-        body["typeName"]
-            .as_str()
-            .unwrap()
-            .contains("RunnerScaleSetNotFoundException"),
+        type_name(&body).contains("RunnerScaleSetNotFoundException"),
         "{body}"
     );
 

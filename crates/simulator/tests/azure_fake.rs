@@ -3,10 +3,12 @@
 //! expired or too long-lived assertion, another audience) and answer like Key Vault.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use common::https_client;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
@@ -15,25 +17,6 @@ use simulator::azure::{CLIENT_KEY_PEM, FakeAzure, FakeAzureConfig, OTHER_KEY_PEM
 
 const TENANT: &str = "tenant-a";
 const CLIENT: &str = "client-a";
-
-fn https(ca_pem: &str) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .no_proxy()
-        .build()
-        .unwrap()
-}
 
 fn x5t(cert_pem: &str) -> String {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
@@ -81,7 +64,7 @@ fn serde_urlencoded(form: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn verifies_assertions_as_entra_does() {
     let fake = FakeAzure::start(FakeAzureConfig::default()).await.unwrap();
-    let http = https(&fake.ca_pem());
+    let http = https_client(&fake.ca_pem());
     let cert = fake
         .register_certificate(TENANT, CLIENT, CLIENT_KEY_PEM)
         .unwrap();

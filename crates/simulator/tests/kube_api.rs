@@ -2,12 +2,12 @@
 //! way a real API server with the listener Role does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::https_client;
 use reqwest::StatusCode;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use simulator::kube_api::{FakeKubeApi, Fault, FaultAction, merge_patch};
 
@@ -25,21 +25,7 @@ async fn start(controller: bool) -> (FakeKubeApi, reqwest::Client) {
         .start()
         .await
         .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(fake.ca_pem().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap();
+    let client = https_client(fake.ca_pem());
     (fake, client)
 }
 
@@ -577,32 +563,28 @@ async fn dry_run_authorizes_validates_and_answers_but_stores_nothing() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("Invalid"))
     );
 
-    // RBAC first: a set the Role does not name is 403, an unknown runner 404 after it.
-    let (status, _) = patch(
-        &fake,
-        &client,
-        &dry(&FakeKubeApi::set_path(NS, "other-set")),
-        json!({"spec": {"replicas": 1}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = patch(
-        &fake,
-        &client,
-        &dry(&FakeKubeApi::runner_status_path(NS, "no-such-runner")),
-        json!({"status": {"jobRequestId": 1}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-
-    // Only `All` is a dry-run value.
-    let (status, body) = patch(
-        &fake,
-        &client,
-        &format!("{}?dryRun=Some", set_path()),
-        json!({"spec": {"replicas": 3}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // RBAC first: a set the Role does not name is 403, an unknown runner 404 after it; and
+    // only `All` is a dry-run value.
+    let refused = [
+        (
+            dry(&FakeKubeApi::set_path(NS, "other-set")),
+            json!({"spec": {"replicas": 1}}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            dry(&FakeKubeApi::runner_status_path(NS, "no-such-runner")),
+            json!({"status": {"jobRequestId": 1}}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("{}?dryRun=Some", set_path()),
+            json!({"spec": {"replicas": 3}}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (path, body, want) in refused {
+        let (status, answer) = patch(&fake, &client, &path, body).await;
+        assert_eq!(status, want, "{path}: {answer}");
+    }
     assert_eq!(fake.get_ephemeral_runner_set(NS, SET).unwrap(), before);
 }

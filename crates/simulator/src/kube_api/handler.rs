@@ -267,6 +267,18 @@ fn dry_run(query: &str) -> Result<bool, String> {
     }
 }
 
+/// `into`'s status stanza made `from`'s: copied, or removed when `from` has none.
+fn copy_status(into: &mut Value, from: &Value) {
+    match from.get("status") {
+        Some(status) => into["status"] = status.clone(),
+        None => {
+            if let Some(map) = into.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
+}
+
 fn process(
     shared: &Shared,
     method: &Method,
@@ -369,25 +381,11 @@ fn process(
     let mut new = if rp.subresource == Some("status") {
         // The status subresource ignores everything but the status stanza.
         let mut new = old.clone();
-        match patched.get("status") {
-            Some(status) => new["status"] = status.clone(),
-            None => {
-                if let Some(map) = new.as_object_mut() {
-                    map.remove("status");
-                }
-            }
-        }
+        copy_status(&mut new, &patched);
         new
     } else {
         // The main resource ignores status changes (status subresource enabled).
-        match old.get("status") {
-            Some(status) => patched["status"] = status.clone(),
-            None => {
-                if let Some(map) = patched.as_object_mut() {
-                    map.remove("status");
-                }
-            }
-        }
+        copy_status(&mut patched, &old);
         patched
     };
     // Identity fields cannot change through a patch.
