@@ -1,6 +1,8 @@
 //! The span recorder against a real OTLP/HTTP receiver on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +12,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use common::jobs::completed;
+use common::otel_settings;
 use github_client::{JobCommon, JobCompleted};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -17,7 +21,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use recorders::{IdScheme, OtelSettings, Recorder, ScaleSetLabels, SpanRecorder};
-use time::macros::datetime;
 
 #[derive(Clone, Default)]
 struct Received {
@@ -60,26 +63,21 @@ fn labels() -> ScaleSetLabels {
     }
 }
 
+/// The fixture job as a pull request's run `run` (job "test (linux)" on runner 9) ended.
 fn job(run: i64, result: &str) -> JobCompleted {
+    let job = completed(result);
     JobCompleted {
         common: JobCommon {
             runner_request_id: 5,
-            repository_name: "widgets".into(),
-            owner_name: "acme".into(),
-            job_id: "67890".into(),
             job_workflow_ref: "acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge".into(),
             job_display_name: "test (linux)".into(),
             workflow_run_id: run,
             event_name: "pull_request".into(),
-            request_labels: vec![],
-            queue_time: Some(datetime!(2024-05-01 10:00:00.000000001 UTC)),
-            scale_set_assign_time: Some(datetime!(2024-05-01 10:00:02.25 UTC)),
-            runner_assign_time: Some(datetime!(2024-05-01 10:00:40.5 UTC)),
-            finish_time: Some(datetime!(2024-05-01 10:03:00.999999999 UTC)),
+            ..job.common
         },
-        result: result.into(),
         runner_id: 9,
         runner_name: "arc-runners-abc".into(),
+        ..job
     }
 }
 
@@ -269,14 +267,7 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
 async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
     let addr = serve(Router::new().route("/v1/traces", post(hang))).await;
     let endpoint = format!("http://{addr}");
-    let mut settings = OtelSettings::resolve(
-        Some(&endpoint),
-        false,
-        IdScheme::RunnerContract,
-        &HashMap::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let mut settings = otel_settings(&endpoint, false, IdScheme::RunnerContract);
     settings.timeout = Duration::from_secs(1);
     settings.batch_interval = Duration::from_millis(50);
     let registry = prometheus::Registry::new();
@@ -317,14 +308,7 @@ async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
 
 #[test]
 fn starting_outside_a_runtime_is_a_clear_error() {
-    let settings = OtelSettings::resolve(
-        Some("127.0.0.1:9"),
-        true,
-        IdScheme::OtelExplorer,
-        &HashMap::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let settings = otel_settings("127.0.0.1:9", true, IdScheme::OtelExplorer);
     let err = SpanRecorder::start(settings, &labels(), &prometheus::Registry::new()).unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
