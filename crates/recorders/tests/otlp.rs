@@ -148,22 +148,15 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
         .flat_map(|(_, r)| r.resource_spans.iter())
         .collect();
     let resource = resource_spans[0].resource.as_ref().unwrap();
-    assert_eq!(
-        string_attr(&resource.attributes, "service.name").as_deref(),
-        Some("gha-listener")
-    );
-    assert_eq!(
-        string_attr(&resource.attributes, "github.runner_scale_set.name").as_deref(),
-        Some("arc-runners")
-    );
-    assert_eq!(
-        string_attr(&resource.attributes, "k8s.namespace.name").as_deref(),
-        Some("arc-ns")
-    );
-    assert_eq!(
-        string_attr(&resource.attributes, "deployment.environment").as_deref(),
-        Some("test")
-    );
+    for (key, want) in [
+        ("service.name", "gha-listener"),
+        ("github.runner_scale_set.name", "arc-runners"),
+        ("k8s.namespace.name", "arc-ns"),
+        ("deployment.environment", "test"),
+    ] {
+        let got = string_attr(&resource.attributes, key);
+        assert_eq!(got.as_deref(), Some(want), "resource {key}");
+    }
     let spans: Vec<_> = resource_spans
         .iter()
         .flat_map(|r| r.scope_spans.iter())
@@ -208,35 +201,27 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
         assert_eq!(span.end_time_unix_nano, unix_nanos(end.unwrap()), "{name}");
         assert_eq!(span.kind, 1, "SPAN_KIND_INTERNAL");
         let a = &span.attributes;
-        assert_eq!(string_attr(a, "type").as_deref(), Some(name));
-        assert_eq!(string_attr(a, "github.run_id").as_deref(), Some("12345"));
-        assert_eq!(string_attr(a, "github.job_id").as_deref(), Some("67890"));
-        assert_eq!(
-            string_attr(a, "github.repository").as_deref(),
-            Some("acme/widgets")
-        );
-        assert_eq!(
-            string_attr(a, "github.runner_name").as_deref(),
-            Some("arc-runners-abc")
-        );
-        assert_eq!(string_attr(a, "github.runner_id").as_deref(), Some("9"));
-        assert_eq!(
-            string_attr(a, "github.event_name").as_deref(),
-            Some("pull_request")
-        );
-        assert_eq!(
-            string_attr(a, "github.workflow_ref").as_deref(),
-            Some("acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge")
-        );
-        assert_eq!(string_attr(a, "cicd.pipeline.name").as_deref(), Some("ci"));
-        assert_eq!(
-            string_attr(a, "cicd.pipeline.task.name").as_deref(),
-            Some("test (linux)")
-        );
-        assert_eq!(
-            string_attr(a, "vcs.repository.url.full").as_deref(),
-            Some("https://ghe.example.com/acme/widgets")
-        );
+        for (key, want) in [
+            ("type", name),
+            ("github.run_id", "12345"),
+            ("github.job_id", "67890"),
+            ("github.repository", "acme/widgets"),
+            ("github.runner_name", "arc-runners-abc"),
+            ("github.runner_id", "9"),
+            ("github.event_name", "pull_request"),
+            (
+                "github.workflow_ref",
+                "acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge",
+            ),
+            ("cicd.pipeline.name", "ci"),
+            ("cicd.pipeline.task.name", "test (linux)"),
+            (
+                "vcs.repository.url.full",
+                "https://ghe.example.com/acme/widgets",
+            ),
+        ] {
+            assert_eq!(string_attr(a, key).as_deref(), Some(want), "{name} {key}");
+        }
         let status = span.status.clone().unwrap_or_default();
         if name == "runner.execution" {
             assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
