@@ -230,47 +230,34 @@ fn transport_variables_and_their_errors_name_the_variable() {
     let not_pem = not_pem.to_str().unwrap();
     let missing = dir.path().join("missing.pem");
     let missing = missing.to_str().unwrap();
-    /// The variables set, the variable the error names, and what it says.
-    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: &[Case] = &[
+    // Each variable, set alone to `value`, is named by the error, which says `reason`.
+    for (name, value, reason) in [
         (
-            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
             "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
             "grpc is not supported",
         ),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift", "http/json"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "gzip or none"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", missing, "cannot read"),
         (
-            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift")],
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "http/json",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
-            "OTEL_EXPORTER_OTLP_COMPRESSION",
-            "gzip or none",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", missing)],
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-            "cannot read",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", not_pem)],
             "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            not_pem,
             "no PEM certificate",
         ),
         (
-            &[("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", not_pem)],
             "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            not_pem,
             "CLIENT_KEY",
         ),
         (
-            &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", not_pem)],
             "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            not_pem,
             "CLIENT_CERTIFICATE",
         ),
-    ];
-    for (vars, name, reason) in cases {
-        let err = match resolve(vars) {
+    ] {
+        let vars = [(name, value)];
+        let err = match resolve(&vars) {
             Ok(_) => panic!("{vars:?} accepted"),
             Err(e) => e.to_string(),
         };
