@@ -1,6 +1,8 @@
 //! The span recorder against a real OTLP/HTTP receiver on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +12,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use common::jobs::completed;
+use common::otel_settings;
 use github_client::{JobCommon, JobCompleted};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -17,7 +21,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use recorders::{IdScheme, OtelSettings, Recorder, ScaleSetLabels, SpanRecorder};
-use time::macros::datetime;
 
 #[derive(Clone, Default)]
 struct Received {
@@ -60,26 +63,21 @@ fn labels() -> ScaleSetLabels {
     }
 }
 
+/// The fixture job as a pull request's run `run` (job "test (linux)" on runner 9) ended.
 fn job(run: i64, result: &str) -> JobCompleted {
+    let job = completed(result);
     JobCompleted {
         common: JobCommon {
             runner_request_id: 5,
-            repository_name: "widgets".into(),
-            owner_name: "acme".into(),
-            job_id: "67890".into(),
             job_workflow_ref: "acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge".into(),
             job_display_name: "test (linux)".into(),
             workflow_run_id: run,
             event_name: "pull_request".into(),
-            request_labels: vec![],
-            queue_time: Some(datetime!(2024-05-01 10:00:00.000000001 UTC)),
-            scale_set_assign_time: Some(datetime!(2024-05-01 10:00:02.25 UTC)),
-            runner_assign_time: Some(datetime!(2024-05-01 10:00:40.5 UTC)),
-            finish_time: Some(datetime!(2024-05-01 10:03:00.999999999 UTC)),
+            ..job.common
         },
-        result: result.into(),
         runner_id: 9,
         runner_name: "arc-runners-abc".into(),
+        ..job
     }
 }
 
@@ -150,22 +148,15 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
         .flat_map(|(_, r)| r.resource_spans.iter())
         .collect();
     let resource = resource_spans[0].resource.as_ref().unwrap();
-    assert_eq!(
-        string_attr(&resource.attributes, "service.name").as_deref(),
-        Some("gha-listener")
-    );
-    assert_eq!(
-        string_attr(&resource.attributes, "github.runner_scale_set.name").as_deref(),
-        Some("arc-runners")
-    );
-    assert_eq!(
-        string_attr(&resource.attributes, "k8s.namespace.name").as_deref(),
-        Some("arc-ns")
-    );
-    assert_eq!(
-        string_attr(&resource.attributes, "deployment.environment").as_deref(),
-        Some("test")
-    );
+    for (key, want) in [
+        ("service.name", "gha-listener"),
+        ("github.runner_scale_set.name", "arc-runners"),
+        ("k8s.namespace.name", "arc-ns"),
+        ("deployment.environment", "test"),
+    ] {
+        let got = string_attr(&resource.attributes, key);
+        assert_eq!(got.as_deref(), Some(want), "resource {key}");
+    }
     let spans: Vec<_> = resource_spans
         .iter()
         .flat_map(|r| r.scope_spans.iter())
@@ -210,35 +201,27 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
         assert_eq!(span.end_time_unix_nano, unix_nanos(end.unwrap()), "{name}");
         assert_eq!(span.kind, 1, "SPAN_KIND_INTERNAL");
         let a = &span.attributes;
-        assert_eq!(string_attr(a, "type").as_deref(), Some(name));
-        assert_eq!(string_attr(a, "github.run_id").as_deref(), Some("12345"));
-        assert_eq!(string_attr(a, "github.job_id").as_deref(), Some("67890"));
-        assert_eq!(
-            string_attr(a, "github.repository").as_deref(),
-            Some("acme/widgets")
-        );
-        assert_eq!(
-            string_attr(a, "github.runner_name").as_deref(),
-            Some("arc-runners-abc")
-        );
-        assert_eq!(string_attr(a, "github.runner_id").as_deref(), Some("9"));
-        assert_eq!(
-            string_attr(a, "github.event_name").as_deref(),
-            Some("pull_request")
-        );
-        assert_eq!(
-            string_attr(a, "github.workflow_ref").as_deref(),
-            Some("acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge")
-        );
-        assert_eq!(string_attr(a, "cicd.pipeline.name").as_deref(), Some("ci"));
-        assert_eq!(
-            string_attr(a, "cicd.pipeline.task.name").as_deref(),
-            Some("test (linux)")
-        );
-        assert_eq!(
-            string_attr(a, "vcs.repository.url.full").as_deref(),
-            Some("https://ghe.example.com/acme/widgets")
-        );
+        for (key, want) in [
+            ("type", name),
+            ("github.run_id", "12345"),
+            ("github.job_id", "67890"),
+            ("github.repository", "acme/widgets"),
+            ("github.runner_name", "arc-runners-abc"),
+            ("github.runner_id", "9"),
+            ("github.event_name", "pull_request"),
+            (
+                "github.workflow_ref",
+                "acme/widgets/.github/workflows/ci.yml@refs/pull/7/merge",
+            ),
+            ("cicd.pipeline.name", "ci"),
+            ("cicd.pipeline.task.name", "test (linux)"),
+            (
+                "vcs.repository.url.full",
+                "https://ghe.example.com/acme/widgets",
+            ),
+        ] {
+            assert_eq!(string_attr(a, key).as_deref(), Some(want), "{name} {key}");
+        }
         let status = span.status.clone().unwrap_or_default();
         if name == "runner.execution" {
             assert_eq!(status.code, 2, "STATUS_CODE_ERROR");
@@ -269,14 +252,7 @@ async fn exports_job_spans_over_otlp_http_protobuf() {
 async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
     let addr = serve(Router::new().route("/v1/traces", post(hang))).await;
     let endpoint = format!("http://{addr}");
-    let mut settings = OtelSettings::resolve(
-        Some(&endpoint),
-        false,
-        IdScheme::RunnerContract,
-        &HashMap::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let mut settings = otel_settings(&endpoint, false, IdScheme::RunnerContract);
     settings.timeout = Duration::from_secs(1);
     settings.batch_interval = Duration::from_millis(50);
     let registry = prometheus::Registry::new();
@@ -317,14 +293,7 @@ async fn a_hanging_collector_never_blocks_recording_and_shutdown_is_bounded() {
 
 #[test]
 fn starting_outside_a_runtime_is_a_clear_error() {
-    let settings = OtelSettings::resolve(
-        Some("127.0.0.1:9"),
-        true,
-        IdScheme::OtelExplorer,
-        &HashMap::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let settings = otel_settings("127.0.0.1:9", true, IdScheme::OtelExplorer);
     let err = SpanRecorder::start(settings, &labels(), &prometheus::Registry::new()).unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }

@@ -4,36 +4,24 @@
 //! setting comes through `OtelSettings::resolve` from the standard variables.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use github_client::{JobCommon, JobCompleted};
+use common::jobs::completed;
+use github_client::JobCompleted;
 use recorders::{IdScheme, OtelSettings, Recorder, ScaleSetLabels, SpanRecorder, probe_collector};
 use simulator::otlp_sink::{OtlpSink, SinkTransport};
 use time::macros::datetime;
 
+/// The fixture job, its queue span exactly two seconds long.
 fn job() -> JobCompleted {
-    JobCompleted {
-        common: JobCommon {
-            runner_request_id: 5,
-            repository_name: "widgets".into(),
-            owner_name: "acme".into(),
-            job_id: "67890".into(),
-            job_workflow_ref: "acme/widgets/.github/workflows/ci.yml@refs/heads/main".into(),
-            job_display_name: "test".into(),
-            workflow_run_id: 12345,
-            event_name: "push".into(),
-            request_labels: vec![],
-            queue_time: Some(datetime!(2024-05-01 10:00:00 UTC)),
-            scale_set_assign_time: Some(datetime!(2024-05-01 10:00:02 UTC)),
-            runner_assign_time: Some(datetime!(2024-05-01 10:00:40 UTC)),
-            finish_time: Some(datetime!(2024-05-01 10:03:00 UTC)),
-        },
-        result: "succeeded".into(),
-        runner_id: 9,
-        runner_name: "arc-runners-abc".into(),
-    }
+    let mut job = completed("succeeded");
+    job.common.queue_time = Some(datetime!(2024-05-01 10:00:00 UTC));
+    job.common.scale_set_assign_time = Some(datetime!(2024-05-01 10:00:02 UTC));
+    job
 }
 
 fn settings(sink: &OtlpSink, env: &[(&str, String)]) -> OtelSettings {

@@ -1,15 +1,17 @@
 //! The metrics server over real HTTP on loopback, and the exposition checked by promtool.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Duration;
 
+use common::jobs::completed;
+use common::otel_settings;
 use github_client::{JobCommon, JobCompleted, JobStarted, RunnerScaleSetStatistic};
 use recorders::{
-    CompositeRecorder, IdScheme, MetricsServer, OtelSettings, PrometheusRecorder, Readiness,
-    Recorder, ScaleSetLabels, SpanRecorder,
+    CompositeRecorder, IdScheme, MetricsServer, PrometheusRecorder, Readiness, Recorder,
+    ScaleSetLabels, SpanRecorder,
 };
-use time::macros::datetime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// (status, headers and body) of a plain HTTP/1.1 GET.
@@ -37,21 +39,11 @@ fn labels() -> ScaleSetLabels {
     }
 }
 
+/// The fixture job's common part, named `name`.
 fn common(name: &str) -> JobCommon {
     JobCommon {
-        runner_request_id: 1,
-        repository_name: "widgets".into(),
-        owner_name: "acme".into(),
-        job_id: "100".into(),
-        job_workflow_ref: "acme/widgets/.github/workflows/ci.yml@refs/tags/v1".into(),
         job_display_name: name.into(),
-        workflow_run_id: 77,
-        event_name: "push".into(),
-        request_labels: vec![],
-        queue_time: Some(datetime!(2024-05-01 10:00:00 UTC)),
-        scale_set_assign_time: Some(datetime!(2024-05-01 10:00:01 UTC)),
-        runner_assign_time: Some(datetime!(2024-05-01 10:00:20 UTC)),
-        finish_time: Some(datetime!(2024-05-01 10:02:20 UTC)),
+        ..completed("").common
     }
 }
 
@@ -138,14 +130,7 @@ async fn exposition_passes_promtool() {
     let registry = prometheus::Registry::new();
     let prometheus_recorder = PrometheusRecorder::new(labels(), None, &registry).unwrap();
     // A span recorder whose collector does not exist, so its counters move too.
-    let mut settings = OtelSettings::resolve(
-        Some("127.0.0.1:9"),
-        true,
-        IdScheme::OtelExplorer,
-        &HashMap::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let mut settings = otel_settings("127.0.0.1:9", true, IdScheme::OtelExplorer);
     settings.timeout = Duration::from_millis(500);
     let spans = std::sync::Arc::new(SpanRecorder::start(settings, &labels(), &registry).unwrap());
     let composite = CompositeRecorder::new(vec![

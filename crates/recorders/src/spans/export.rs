@@ -52,6 +52,9 @@ impl PipelineMetrics {
         let counter = |name: &str, help: &str| {
             register_counter(registry, name, help).map_err(register_error(name))
         };
+        let family = |name: &str, help: &str, label: &str| {
+            register_counter_vec(registry, name, help, &[label]).map_err(register_error(name))
+        };
         let exported = counter(
             "gha_listener_spans_exported_total",
             "Job spans accepted by the OTLP collector.",
@@ -60,25 +63,19 @@ impl PipelineMetrics {
             "gha_listener_spans_export_failed_total",
             "Job spans whose export failed or timed out.",
         )?;
-        let dropped_name = "gha_listener_spans_dropped_total";
-        let dropped = register_counter_vec(
-            registry,
-            dropped_name,
+        let dropped = family(
+            "gha_listener_spans_dropped_total",
             "Job spans dropped without an export attempt (queue full, or shut down).",
-            &["reason"],
-        )
-        .map_err(register_error(dropped_name))?;
+            "reason",
+        )?;
         let pending_name = "gha_listener_spans_pending";
         let pending = register_gauge(registry, pending_name, "Job spans waiting to be exported.")
             .map_err(register_error(pending_name))?;
-        let lookups_name = "gha_listener_run_attempt_lookups_total";
-        let run_attempt_lookups = register_counter_vec(
-            registry,
-            lookups_name,
+        let run_attempt_lookups = family(
+            "gha_listener_run_attempt_lookups_total",
             "Run-attempt lookups on GitHub's REST API for job spans, by result (cached answers are not counted).",
-            &["result"],
-        )
-        .map_err(register_error(lookups_name))?;
+            "result",
+        )?;
         for result in LOOKUP_RESULTS {
             run_attempt_lookups.with_label_values(&[result]);
         }

@@ -171,28 +171,50 @@ mod tests {
         )
     }
 
-    // Vectors computed independently with Python's hashlib:
-    //   md5 = lambda s: hashlib.md5(s.encode()).digest()
-    //   md5("12345-1").hex()                                  -> trace
-    //   struct.pack(">Q", 67890).hex()                          -> parent
-    //   md5(f"{name}-{parent}")[:8].hex()                       -> span
-    //   md5("abc")[:8].hex(); md5("job-uuid-x")[:8].hex()       -> non-numeric parents
-    #[test]
-    fn otel_explorer_vectors() {
-        let j = job(12345, "67890", "build");
-        let trace = "3d7e2f2ea4fca7a337339f10a2f0954e";
-        let parent = "0000000000010932";
-        for (name, span) in [
-            (SPAN_QUEUE, "5c1be415b6ce8e25"),
-            (SPAN_STARTUP, "62998a876fc48b02"),
-            (SPAN_EXECUTION, "49d99fe729823661"),
-        ] {
+    /// `j`'s ids at attempt 1 under `scheme`: one trace and parent id for every span, and
+    /// the queue, startup and execution spans' own ids `spans`.
+    fn assert_span_ids(
+        scheme: IdScheme,
+        j: &JobCommon,
+        [trace, parent]: [&str; 2],
+        spans: [&str; 3],
+    ) {
+        for (name, span) in [SPAN_QUEUE, SPAN_STARTUP, SPAN_EXECUTION]
+            .into_iter()
+            .zip(spans)
+        {
             assert_eq!(
-                hex(job_span_ids(IdScheme::OtelExplorer, &j, 1, name)),
+                hex(job_span_ids(scheme, j, 1, name)),
                 (trace.into(), parent.into(), span.into()),
-                "{name}"
+                "{scheme} {name}"
             );
         }
+    }
+
+    // Vectors computed independently with Python's hashlib:
+    //   md5 = lambda s: hashlib.md5(s.encode()).digest()
+    //   sha = lambda s: hashlib.sha256(s.encode()).digest()
+    #[test]
+    fn vectors_of_both_schemes() {
+        //   md5("12345-1").hex()                                  -> trace
+        //   struct.pack(">Q", 67890).hex()                          -> parent
+        //   md5(f"{name}-{parent}")[:8].hex()                       -> span
+        let j = job(12345, "67890", "build");
+        let trace_and_parent = ["3d7e2f2ea4fca7a337339f10a2f0954e", "0000000000010932"];
+        let spans = ["5c1be415b6ce8e25", "62998a876fc48b02", "49d99fe729823661"];
+        assert_span_ids(IdScheme::OtelExplorer, &j, trace_and_parent, spans);
+        //   sha("12345-1")[:16].hex()                               -> trace
+        //   sha("job-12345-1-build (ubuntu)")[:8].hex()             -> parent
+        //   sha(f"{name}-{parent}")[:8].hex()                       -> span
+        let j = job(12345, "67890", "build (ubuntu)");
+        let trace_and_parent = ["cca151305227813e8d3a799c005652b7", "d30111fb901efe72"];
+        let spans = ["085b2f2bf1614550", "6e989ca1092444b7", "3e8401baaf571a28"];
+        assert_span_ids(IdScheme::RunnerContract, &j, trace_and_parent, spans);
+    }
+
+    //   md5("abc")[:8].hex(); md5("job-uuid-x")[:8].hex()       -> non-numeric parents
+    #[test]
+    fn otel_explorer_vectors_of_non_numeric_job_ids() {
         let ids = job_span_ids(
             IdScheme::OtelExplorer,
             &job(12345, "abc", ""),
@@ -211,28 +233,6 @@ mod tests {
         // "+5" is not a decimal integer id.
         let plus = job_span_ids(IdScheme::OtelExplorer, &job(1, "+5", ""), 1, SPAN_QUEUE);
         assert_ne!(plus.parent_span_id.to_string(), "0000000000000005");
-    }
-
-    // sha = lambda s: hashlib.sha256(s.encode()).digest()
-    //   sha("12345-1")[:16].hex()                               -> trace
-    //   sha("job-12345-1-build (ubuntu)")[:8].hex()             -> parent
-    //   sha(f"{name}-{parent}")[:8].hex()                       -> span
-    #[test]
-    fn runner_contract_vectors() {
-        let j = job(12345, "67890", "build (ubuntu)");
-        let trace = "cca151305227813e8d3a799c005652b7";
-        let parent = "d30111fb901efe72";
-        for (name, span) in [
-            (SPAN_QUEUE, "085b2f2bf1614550"),
-            (SPAN_STARTUP, "6e989ca1092444b7"),
-            (SPAN_EXECUTION, "3e8401baaf571a28"),
-        ] {
-            assert_eq!(
-                hex(job_span_ids(IdScheme::RunnerContract, &j, 1, name)),
-                (trace.into(), parent.into(), span.into()),
-                "{name}"
-            );
-        }
     }
 
     //   md5("12345-3").hex(); sha("12345-3")[:16].hex(); sha("job-12345-3-build (ubuntu)")[:8].hex()

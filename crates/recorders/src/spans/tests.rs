@@ -3,45 +3,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use github_client::{JobCommon, JobCompleted};
+use github_client::JobCompleted;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prometheus::Registry;
 use prost::Message as _;
-use time::macros::datetime;
 
 use super::build::{Scratch, SpanBatch};
 use super::otlp_http::ExportError;
 use super::*;
 
+#[path = "../../tests/common/jobs.rs"]
+mod jobs;
+use jobs::completed;
+
 fn settings(scheme: IdScheme) -> OtelSettings {
     OtelSettings::resolve(Some("127.0.0.1:9"), true, scheme, &HashMap::new())
         .unwrap()
         .unwrap()
-}
-
-fn completed(result: &str) -> JobCompleted {
-    JobCompleted {
-        common: JobCommon {
-            runner_request_id: 11,
-            repository_name: "widgets".into(),
-            owner_name: "acme".into(),
-            job_id: "67890".into(),
-            job_workflow_ref: "acme/widgets/.github/workflows/ci.yml@refs/heads/main".into(),
-            job_display_name: "build".into(),
-            workflow_run_id: 12345,
-            event_name: "push".into(),
-            request_labels: vec![],
-            queue_time: Some(datetime!(2024-05-01 10:00:00.123456789 UTC)),
-            scale_set_assign_time: Some(datetime!(2024-05-01 10:00:01.5 UTC)),
-            runner_assign_time: Some(datetime!(2024-05-01 10:00:30 UTC)),
-            finish_time: Some(datetime!(2024-05-01 10:05:00.000000001 UTC)),
-        },
-        result: result.into(),
-        runner_id: 42,
-        runner_name: "arc-runner-x".into(),
-    }
 }
 
 /// The spans of an encoded export request, decoded with the generated OTLP types.
@@ -74,8 +54,9 @@ impl otlp_http::Transport for FakeExporter {
     }
 }
 
-fn recorder(exporter: FakeExporter, settings: &OtelSettings, registry: &Registry) -> SpanRecorder {
-    let metrics = PipelineMetrics::register(registry).unwrap();
+/// A recorder exporting to `exporter`, its counters on a registry of its own.
+fn recorder(exporter: FakeExporter, settings: &OtelSettings) -> SpanRecorder {
+    let metrics = PipelineMetrics::register(&Registry::new()).unwrap();
     SpanRecorder::with_transport(
         exporter,
         Vec::new(),
@@ -122,12 +103,7 @@ fn unix_nanos(t: time::OffsetDateTime) -> u64 {
 #[tokio::test]
 async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
     let exporter = FakeExporter::default();
-    let registry = Registry::new();
-    let r = recorder(
-        exporter.clone(),
-        &settings(IdScheme::OtelExplorer),
-        &registry,
-    );
+    let r = recorder(exporter.clone(), &settings(IdScheme::OtelExplorer));
     let spans = job_spans(&r, &completed("failed"), 1);
     assert_eq!(
         spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
@@ -202,12 +178,7 @@ async fn completed_job_gives_three_spans_with_exact_times_ids_and_attributes() {
 
 #[tokio::test]
 async fn spans_are_skipped_when_a_time_is_missing() {
-    let registry = Registry::new();
-    let r = recorder(
-        FakeExporter::default(),
-        &settings(IdScheme::RunnerContract),
-        &registry,
-    );
+    let r = recorder(FakeExporter::default(), &settings(IdScheme::RunnerContract));
     let names = |job: &JobCompleted| -> Vec<String> {
         job_spans(&r, job, 1).into_iter().map(|s| s.name).collect()
     };
@@ -254,11 +225,10 @@ fn result_mapping() {
 #[tokio::test]
 async fn records_are_batched_and_exported_in_the_background() {
     let exporter = FakeExporter::default();
-    let registry = Registry::new();
     let mut s = settings(IdScheme::OtelExplorer);
     s.max_batch_size = 10;
     s.batch_interval = Duration::from_millis(50);
-    let r = recorder(exporter.clone(), &s, &registry);
+    let r = recorder(exporter.clone(), &s);
     for _ in 0..7 {
         r.record_job_completed(&completed("succeeded"));
     }
@@ -279,12 +249,11 @@ async fn a_hung_exporter_neither_blocks_records_nor_shutdown() {
         hang: true,
         ..Default::default()
     };
-    let registry = Registry::new();
     let mut s = settings(IdScheme::OtelExplorer);
     s.queue_capacity = 64;
     s.max_batch_size = 16;
     s.timeout = Duration::from_secs(600);
-    let r = recorder(exporter.clone(), &s, &registry);
+    let r = recorder(exporter.clone(), &s);
     for _ in 0..1000 {
         r.record_job_completed(&completed("succeeded"));
     }
@@ -353,8 +322,7 @@ fn started_of(job: &JobCompleted) -> github_client::JobStarted {
 async fn spans_use_the_attempt_looked_up_at_the_start_in_both_schemes() {
     for scheme in [IdScheme::OtelExplorer, IdScheme::RunnerContract] {
         let exporter = FakeExporter::default();
-        let registry = Registry::new();
-        let r = recorder(exporter.clone(), &settings(scheme), &registry);
+        let r = recorder(exporter.clone(), &settings(scheme));
         let calls = Arc::new(AtomicUsize::new(0));
         r.set_run_attempt_lookup(Arc::new(ScriptedLookup {
             attempts: HashMap::from([(200, 2), (300, 3)]),
@@ -412,12 +380,7 @@ async fn spans_use_the_attempt_looked_up_at_the_start_in_both_schemes() {
 #[tokio::test(start_paused = true)]
 async fn a_lookup_that_never_answers_gives_attempt_one_after_the_wait() {
     let exporter = FakeExporter::default();
-    let registry = Registry::new();
-    let r = recorder(
-        exporter.clone(),
-        &settings(IdScheme::OtelExplorer),
-        &registry,
-    );
+    let r = recorder(exporter.clone(), &settings(IdScheme::OtelExplorer));
     let gate = Arc::new(tokio::sync::Notify::new());
     r.set_run_attempt_lookup(Arc::new(ScriptedLookup {
         attempts: HashMap::from([(200, 2)]),

@@ -7,8 +7,22 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn endpoint(config: Option<&str>, insecure: bool, e: &[(&str, &str)]) -> Option<String> {
+/// The settings of `config` and the variables `e`, with the default id scheme.
+fn resolve_env(
+    config: Option<&str>,
+    insecure: bool,
+    e: &[(&str, &str)],
+) -> Result<Option<OtelSettings>, RecorderError> {
     OtelSettings::resolve(config, insecure, IdScheme::default(), &env(e))
+}
+
+/// The message of the error that resolving `config` and the variables `e` gives.
+fn resolve_error(config: Option<&str>, insecure: bool, e: &[(&str, &str)]) -> String {
+    resolve_env(config, insecure, e).unwrap_err().to_string()
+}
+
+fn endpoint(config: Option<&str>, insecure: bool, e: &[(&str, &str)]) -> Option<String> {
+    resolve_env(config, insecure, e)
         .unwrap()
         .map(|s| s.endpoint.to_string())
 }
@@ -92,21 +106,16 @@ fn endpoint_forms_and_precedence() {
 
 #[test]
 fn bad_endpoints_are_clear_errors() {
-    let err = OtelSettings::resolve(Some("ftp://x:1"), false, IdScheme::default(), &env(&[]))
-        .unwrap_err()
-        .to_string();
+    let err = resolve_error(Some("ftp://x:1"), false, &[]);
     assert!(
         err.contains("otel_endpoint") && err.contains("http or https"),
         "{err}"
     );
-    let err = OtelSettings::resolve(
+    let err = resolve_error(
         None,
         false,
-        IdScheme::default(),
-        &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[bad")]),
-    )
-    .unwrap_err()
-    .to_string();
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[bad")],
+    );
     assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
 }
 
@@ -149,48 +158,35 @@ fn headers_timeout_and_resource() {
     assert!(!debug.contains("s3cret"), "{debug}");
     assert!(debug.contains("authorization: <redacted>"), "{debug}");
 
-    let s = OtelSettings::resolve(
+    let s = resolve_env(
         Some("c:4318"),
         true,
-        IdScheme::default(),
-        &env(&[
+        &[
             ("OTEL_SERVICE_NAME", "svc"),
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=ignored"),
             ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "100"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "nonsense"),
-        ]),
+        ],
     )
     .unwrap()
     .unwrap();
     assert_eq!(s.service_name, "svc");
     assert_eq!(s.timeout, Duration::from_millis(100));
-    let s = OtelSettings::resolve(Some("c:1"), true, IdScheme::default(), &env(&[]))
-        .unwrap()
-        .unwrap();
+    let s = resolve_env(Some("c:1"), true, &[]).unwrap().unwrap();
     assert_eq!(s.service_name, "gha-listener");
     assert_eq!(s.timeout, Duration::from_secs(10));
     assert!(s.headers.is_empty());
 
-    let err = OtelSettings::resolve(
+    let err = resolve_error(
         Some("c:1"),
         true,
-        IdScheme::default(),
-        &env(&[("OTEL_EXPORTER_OTLP_HEADERS", "authorization")]),
-    )
-    .unwrap_err()
-    .to_string();
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "authorization")],
+    );
     assert!(
         err.contains("OTEL_EXPORTER_OTLP_HEADERS") && err.contains("key=value"),
         "{err}"
     );
-    let err = OtelSettings::resolve(
-        Some("c:1"),
-        true,
-        IdScheme::default(),
-        &env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "5s")]),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = resolve_error(Some("c:1"), true, &[("OTEL_EXPORTER_OTLP_TIMEOUT", "5s")]);
     assert!(err.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{err}");
 }
 
@@ -203,8 +199,7 @@ fn percent_decoding() {
 
 #[test]
 fn transport_variables_and_their_errors_name_the_variable() {
-    let resolve =
-        |e: &[(&str, &str)]| OtelSettings::resolve(Some("c:1"), true, IdScheme::default(), &env(e));
+    let resolve = |e: &[(&str, &str)]| resolve_env(Some("c:1"), true, e);
     let s = resolve(&[]).unwrap().unwrap();
     assert_eq!(s.transport.protocol, OtlpProtocol::HttpProtobuf);
     assert_eq!(s.transport.compression, OtlpCompression::None);
@@ -230,47 +225,34 @@ fn transport_variables_and_their_errors_name_the_variable() {
     let not_pem = not_pem.to_str().unwrap();
     let missing = dir.path().join("missing.pem");
     let missing = missing.to_str().unwrap();
-    /// The variables set, the variable the error names, and what it says.
-    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: &[Case] = &[
+    // Each variable, set alone to `value`, is named by the error, which says `reason`.
+    for (name, value, reason) in [
         (
-            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
             "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
             "grpc is not supported",
         ),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift", "http/json"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "gzip or none"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", missing, "cannot read"),
         (
-            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift")],
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "http/json",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
-            "OTEL_EXPORTER_OTLP_COMPRESSION",
-            "gzip or none",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", missing)],
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-            "cannot read",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", not_pem)],
             "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            not_pem,
             "no PEM certificate",
         ),
         (
-            &[("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", not_pem)],
             "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            not_pem,
             "CLIENT_KEY",
         ),
         (
-            &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", not_pem)],
             "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            not_pem,
             "CLIENT_CERTIFICATE",
         ),
-    ];
-    for (vars, name, reason) in cases {
-        let err = match resolve(vars) {
+    ] {
+        let vars = [(name, value)];
+        let err = match resolve(&vars) {
             Ok(_) => panic!("{vars:?} accepted"),
             Err(e) => e.to_string(),
         };
