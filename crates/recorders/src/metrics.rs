@@ -336,8 +336,12 @@ impl PrometheusRecorder {
             return;
         }
         if let (Some(x), Some(run_id)) = (observed, run_id) {
-            let labels = named(&label_values);
-            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let labels: Vec<(&str, &str)> = metric
+                .labels
+                .iter()
+                .map(|l| l.name())
+                .zip(label_values.iter().copied())
+                .collect();
             self.exemplars
                 .observe(name, &labels, &metric.buckets, x, run_id);
         }
