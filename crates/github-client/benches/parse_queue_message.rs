@@ -86,10 +86,15 @@ fn main() {
     for _ in 0..MESSAGES_PER_ROUND {
         black_box(parse_queue_message(black_box(&raw)).expect("parses"));
     }
+    // PARSE_BENCH_ROUNDS=1 keeps a run under valgrind (instruction counts) short.
+    let rounds = std::env::var("PARSE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
     let cpu_start = cpu_ticks();
     let mut total = Duration::ZERO;
     let mut best = Duration::MAX;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let start = Instant::now();
         for _ in 0..MESSAGES_PER_ROUND {
             black_box(parse_queue_message(black_box(&raw)).expect("parses"));
@@ -99,7 +104,7 @@ fn main() {
         best = best.min(round);
     }
     let cpu = cpu_ticks().zip(cpu_start).map(|(end, start)| end - start);
-    let messages = ROUNDS * MESSAGES_PER_ROUND;
+    let messages = rounds * MESSAGES_PER_ROUND;
     let per_job = |d: Duration, messages: usize| d.as_nanos() as f64 / (messages * JOBS) as f64;
     // Linux counts CPU time in ticks of 10 ms (USER_HZ = 100).
     let cpu = cpu.map_or("n/a".to_owned(), |ticks| {
