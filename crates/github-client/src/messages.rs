@@ -3,8 +3,17 @@
 //! A queue message's `body` is a JSON *string* that holds an array of job messages, each
 //! dispatched on its own `messageType`. Unknown job types are skipped (the service adds
 //! types over time); a body that is not an array of objects is a [`MessageParseError`].
-
-use std::borrow::Cow;
+//!
+//! A body is read by a fast path (`fast`: the whole array in one scan, every field of every
+//! job type in one struct) and, for whatever it turns down, by the reference decoder
+//! ([`decode_item`]: three scans per item), which also words every error. The fast path
+//! never succeeds where the reference would read an input differently, so the result is
+//! the reference's for every input, at the fast path's cost for what the service sends:
+//! 3450 -> 2000 ns of CPU per job (median of 5 runs each, 50-job message, release build on
+//! a loaded 2-CPU VM: `cargo bench -p github-client --bench parse_queue_message`);
+//! 47.2k -> 26.2k instructions per job (callgrind), of which the body went 33.7k -> 13.0k.
+//! Half of what remains is serde_json unescaping the envelope's `body` string, which stops
+//! at each of its escapes (two per string in the body's JSON).
 
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
@@ -52,11 +61,11 @@ pub struct JobCommon {
     pub finish_time: Option<OffsetDateTime>,
 }
 
-// The job types decode only their own fields: `common` is `#[serde(skip)]` and
-// [`parse_message`] decodes it from the same item text (see `decode_job`). The common
-// fields are declared once, in [`JobCommon`], without `#[serde(flatten)]`, whose buffering
-// of every field the single-pass parser removed (130 -> 98 µs of CPU per job,
-// docs/benchmarks.md).
+// For the reference decoder ([`decode_item`]) the job types decode only their own fields:
+// `common` is `#[serde(skip)]` and is decoded from the same item text (see `decode_job`).
+// The common fields are declared once, in [`JobCommon`], without `#[serde(flatten)]`,
+// whose buffering of every field cost the listener 130 -> 98 µs of CPU per job
+// (docs/benchmarks.md). The fast path reads all of them in one struct (`fast::AnyJob`).
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -195,6 +204,11 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
     if body.is_empty() {
         return Ok(message);
     }
+    if let Some((jobs, skipped_jobs)) = fast::decode_body(body) {
+        message.jobs = jobs;
+        message.skipped_jobs = skipped_jobs;
+        return Ok(message);
+    }
     // Each item is kept as its raw text and parsed straight into its type: no intermediate
     // `serde_json::Value` tree and no `#[serde(flatten)]` buffering.
     let items: Vec<&serde_json::value::RawValue> =
@@ -214,7 +228,7 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
 
 /// One job message of a body: `Some` job, or `None` for a type this listener skips.
 ///
-/// The fast path ([`decode_item_fast`]) reads the item once; whatever it does not accept
+/// The fast path ([`fast::decode_item`]) reads the item once; whatever it does not accept
 /// goes to [`decode_item`], the reference decoder, which also words every error. The fast
 /// path only ever succeeds where [`decode_item`] would give the same job (checked by the
 /// `fast_path_agrees_with_the_reference_decoder` property test), so the result is
@@ -224,7 +238,7 @@ fn parse_item(
     index: usize,
     item: &str,
 ) -> Result<Option<JobMessage>, MessageParseError> {
-    match decode_item_fast(item) {
+    match fast::decode_item(item) {
         Some(job) => Ok(job),
         None => decode_item(message_id, index, item),
     }
@@ -232,10 +246,13 @@ fn parse_item(
 
 /// The reference decoder of one job message, the parser's only path before the fast path
 /// existed: read the `messageType` ([`ItemType`]), then the job type's own fields, then
-/// its [`JobCommon`] (`decode_job`), each a scan of the item's text. It takes about three
-/// times the fast path's CPU, so it only runs for what the fast path turns down: items
-/// that are not objects, duplicate keys, a wrong JSON type anywhere (even in a field of
-/// another job type, which this decoder ignores), a fractional `jobId`, and every error.
+/// its [`JobCommon`] (`decode_job`), each a scan of the item's text. Kept rather than
+/// taught the fast path's edge cases, because it defines the behaviour (last
+/// `messageType` wins, other job types' fields ignored whatever their type, error texts)
+/// and the fast path is checked against it. It runs only for what the fast path turns
+/// down: items that are not objects, duplicate keys, a wrong JSON type anywhere (even in
+/// a field of another job type), a fractional `jobId`, and every error. Its cost was the
+/// body's 33.7k instructions per job (the fast path's: 13.0k, module docs).
 fn decode_item(
     message_id: i64,
     index: usize,
@@ -278,131 +295,13 @@ fn decode_job<T: serde::de::DeserializeOwned>(
     Ok(job)
 }
 
-/// One job message in a single scan: `Some` of what [`decode_item`] gives when this is
-/// sure to be the same, `None` to leave the item to [`decode_item`].
-///
-/// Sure means: the item is an object (the derive below would also read an array, by
-/// position, where [`decode_item`] skips it), no key appears twice (serde's derive turns
-/// down a duplicate field, which covers a second `messageType`, where [`decode_item`]
-/// takes the last), and every field the item has of any job type has the JSON type that
-/// field's deserializer wants. Every field is read by the same deserializer as in
-/// [`JobCommon`] and the job types, except `jobId` (see [`job_id`]), so a job type's
-/// fields are accepted here exactly when [`decode_item`] accepts them.
-fn decode_item_fast(item: &str) -> Option<Option<JobMessage>> {
-    if !item.starts_with('{') {
-        return None;
-    }
-    let any: AnyJob = serde_json::from_str(item).ok()?;
-    let common = JobCommon {
-        runner_request_id: any.runner_request_id,
-        repository_name: any.repository_name,
-        owner_name: any.owner_name,
-        job_id: any.job_id,
-        job_workflow_ref: any.job_workflow_ref,
-        job_display_name: any.job_display_name,
-        workflow_run_id: any.workflow_run_id,
-        event_name: any.event_name,
-        request_labels: any.request_labels,
-        queue_time: any.queue_time,
-        scale_set_assign_time: any.scale_set_assign_time,
-        runner_assign_time: any.runner_assign_time,
-        finish_time: any.finish_time,
-    };
-    Some(Some(match &*any.message_type {
-        "JobAvailable" => JobMessage::Available(JobAvailable {
-            common,
-            acquire_job_url: any.acquire_job_url.into_owned(),
-        }),
-        "JobAssigned" => JobMessage::Assigned(JobAssigned { common }),
-        "JobStarted" => JobMessage::Started(JobStarted {
-            common,
-            runner_id: any.runner_id,
-            runner_name: any.runner_name.into_owned(),
-        }),
-        "JobCompleted" => JobMessage::Completed(JobCompleted {
-            common,
-            result: any.result.into_owned(),
-            runner_id: any.runner_id,
-            runner_name: any.runner_name.into_owned(),
-        }),
-        _ => return Some(None),
-    }))
-}
-
-/// Every field of every job type, for [`decode_item_fast`]. The `messageType` and the
-/// fields only some job types keep are borrowed from the item where it has no escapes,
-/// so a field a job type drops costs no allocation.
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct AnyJob<'a> {
-    #[serde(borrow)]
-    message_type: Cow<'a, str>,
-    runner_request_id: i64,
-    repository_name: String,
-    owner_name: String,
-    #[serde(deserialize_with = "job_id")]
-    job_id: String,
-    job_workflow_ref: String,
-    job_display_name: String,
-    workflow_run_id: i64,
-    event_name: String,
-    #[serde(deserialize_with = "null_as_default")]
-    request_labels: Vec<String>,
-    #[serde(deserialize_with = "optional_time")]
-    queue_time: Option<OffsetDateTime>,
-    #[serde(deserialize_with = "optional_time")]
-    scale_set_assign_time: Option<OffsetDateTime>,
-    #[serde(deserialize_with = "optional_time")]
-    runner_assign_time: Option<OffsetDateTime>,
-    #[serde(deserialize_with = "optional_time")]
-    finish_time: Option<OffsetDateTime>,
-    #[serde(borrow)]
-    acquire_job_url: Cow<'a, str>,
-    runner_id: i64,
-    #[serde(borrow)]
-    runner_name: Cow<'a, str>,
-    #[serde(borrow)]
-    result: Cow<'a, str>,
-}
-
-/// `jobId` for [`AnyJob`]: what [`string_or_number`] gives for null, a string or an
-/// integer (an integer's `Display` is `serde_json::Number`'s), without building a
-/// `serde_json::Value`. Anything else is an error, which leaves the item to
-/// [`decode_item`]: a fractional number (whose text `Number` writes its own way), and
-/// the types [`string_or_number`] turns down.
-fn job_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    struct Visitor;
-    impl serde::de::Visitor<'_> for Visitor {
-        type Value = String;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string, an integer or null")
-        }
-        fn visit_unit<E>(self) -> Result<String, E> {
-            Ok(String::new())
-        }
-        fn visit_str<E>(self, s: &str) -> Result<String, E> {
-            Ok(s.to_owned())
-        }
-        fn visit_string<E>(self, s: String) -> Result<String, E> {
-            Ok(s)
-        }
-        fn visit_i64<E>(self, n: i64) -> Result<String, E> {
-            Ok(n.to_string())
-        }
-        fn visit_u64<E>(self, n: u64) -> Result<String, E> {
-            Ok(n.to_string())
-        }
-    }
-    d.deserialize_any(Visitor)
-}
-
 /// The `messageType` of one job message: the last such key of an object when it is a
 /// string, "" otherwise (missing, not a string, or the item is not an object), so that
 /// such items are skipped as unknown types.
 ///
-/// Hand-written rather than read through a `serde_json::Value` per item: replacing the
-/// `Value` tree and the `#[serde(flatten)]` re-decode took the listener from 130 (121–169)
-/// to 98 (88–101) µs of CPU per job (docs/benchmarks.md, figure 2, `--only 2 --reps 3`).
+/// Hand-written rather than read through a `serde_json::Value` per item, which allocates
+/// a tree of every item (docs/benchmarks.md, figure 2, has what that cost the listener).
+/// Only the reference decoder uses it now, for the items the fast path turns down.
 struct ItemType(String);
 
 impl<'de> Deserialize<'de> for ItemType {
@@ -523,5 +422,6 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     }
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;
