@@ -3,6 +3,17 @@
 //! A queue message's `body` is a JSON *string* that holds an array of job messages, each
 //! dispatched on its own `messageType`. Unknown job types are skipped (the service adds
 //! types over time); a body that is not an array of objects is a [`MessageParseError`].
+//!
+//! A body is read by a fast path (`fast`: the whole array in one scan, every field of every
+//! job type in one struct) and, for whatever it turns down, by the reference decoder
+//! ([`decode_item`]: three scans per item), which also words every error. The fast path
+//! never succeeds where the reference would read an input differently, so the result is
+//! the reference's for every input, at the fast path's cost for what the service sends:
+//! 3450 -> 2000 ns of CPU per job (median of 5 runs each, 50-job message, release build on
+//! a loaded 2-CPU VM: `cargo bench -p github-client --bench parse_queue_message`);
+//! 47.2k -> 26.2k instructions per job (callgrind), of which the body went 33.7k -> 13.0k.
+//! Half of what remains is serde_json unescaping the envelope's `body` string, which stops
+//! at each of its escapes (two per string in the body's JSON).
 
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
@@ -50,11 +61,11 @@ pub struct JobCommon {
     pub finish_time: Option<OffsetDateTime>,
 }
 
-// The job types decode only their own fields: `common` is `#[serde(skip)]` and
-// [`parse_message`] decodes it from the same item text (see `decode_job`). The common
-// fields are declared once, in [`JobCommon`], without `#[serde(flatten)]`, whose buffering
-// of every field the single-pass parser removed (130 -> 98 µs of CPU per job,
-// docs/benchmarks.md).
+// For the reference decoder ([`decode_item`]) the job types decode only their own fields:
+// `common` is `#[serde(skip)]` and is decoded from the same item text (see `decode_job`).
+// The common fields are declared once, in [`JobCommon`], without `#[serde(flatten)]`,
+// whose buffering of every field cost the listener 130 -> 98 µs of CPU per job
+// (docs/benchmarks.md). The fast path reads all of them in one struct (`fast::AnyJob`).
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -193,52 +204,88 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
     if body.is_empty() {
         return Ok(message);
     }
-    // Each item is kept as its raw text and parsed once, straight into its type: no
-    // intermediate `serde_json::Value` tree and no `#[serde(flatten)]` buffering.
+    if let Some((jobs, skipped_jobs)) = fast::decode_body(body) {
+        message.jobs = jobs;
+        message.skipped_jobs = skipped_jobs;
+        return Ok(message);
+    }
+    // Each item is kept as its raw text and parsed straight into its type: no intermediate
+    // `serde_json::Value` tree and no `#[serde(flatten)]` buffering.
     let items: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(body).map_err(|e| MessageParseError::Body {
             message_id: message.message_id,
             reason: e.to_string(),
         })?;
+    message.jobs.reserve_exact(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let item = item.get();
-        // Never fails: `item` is valid JSON (checked above) and every shape is accepted.
-        let message_type = serde_json::from_str::<ItemType>(item)
-            .map(|t| t.0)
-            .unwrap_or_default();
-        let job_error = |e: serde_json::Error| MessageParseError::Job {
-            message_id: message.message_id,
-            index,
-            message_type: message_type.clone(),
-            reason: e.to_string(),
-        };
-        let job =
-            match message_type.as_str() {
-                "JobAvailable" => decode_job(item, |j: &mut JobAvailable| &mut j.common)
-                    .map(JobMessage::Available),
-                "JobAssigned" => serde_json::from_str::<JobCommon>(item)
-                    .map(|common| JobMessage::Assigned(JobAssigned { common })),
-                "JobStarted" => {
-                    decode_job(item, |j: &mut JobStarted| &mut j.common).map(JobMessage::Started)
-                }
-                "JobCompleted" => decode_job(item, |j: &mut JobCompleted| &mut j.common)
-                    .map(JobMessage::Completed),
-                _ => {
-                    message.skipped_jobs += 1;
-                    continue;
-                }
-            }
-            .map_err(job_error)?;
-        message.jobs.push(job);
+        match parse_item(message.message_id, index, item.get())? {
+            Some(job) => message.jobs.push(job),
+            None => message.skipped_jobs += 1,
+        }
     }
     Ok(message)
 }
 
+/// One job message of a body: `Some` job, or `None` for a type this listener skips.
+///
+/// The fast path ([`fast::decode_item`]) reads the item once; whatever it does not accept
+/// goes to [`decode_item`], the reference decoder, which also words every error. The fast
+/// path only ever succeeds where [`decode_item`] would give the same job (checked by the
+/// `fast_path_agrees_with_the_reference_decoder` property test), so the result is
+/// [`decode_item`]'s for every input.
+fn parse_item(
+    message_id: i64,
+    index: usize,
+    item: &str,
+) -> Result<Option<JobMessage>, MessageParseError> {
+    match fast::decode_item(item) {
+        Some(job) => Ok(job),
+        None => decode_item(message_id, index, item),
+    }
+}
+
+/// The reference decoder of one job message, the parser's only path before the fast path
+/// existed: read the `messageType` ([`ItemType`]), then the job type's own fields, then
+/// its [`JobCommon`] (`decode_job`), each a scan of the item's text. Kept rather than
+/// taught the fast path's edge cases, because it defines the behaviour (last
+/// `messageType` wins, other job types' fields ignored whatever their type, error texts)
+/// and the fast path is checked against it. It runs only for what the fast path turns
+/// down: items that are not objects, duplicate keys, a wrong JSON type anywhere (even in
+/// a field of another job type), a fractional `jobId`, and every error. Its cost was the
+/// body's 33.7k instructions per job (the fast path's: 13.0k, module docs).
+fn decode_item(
+    message_id: i64,
+    index: usize,
+    item: &str,
+) -> Result<Option<JobMessage>, MessageParseError> {
+    // Never fails: `item` is valid JSON (checked by the caller) and every shape is accepted.
+    let message_type = serde_json::from_str::<ItemType>(item)
+        .map(|t| t.0)
+        .unwrap_or_default();
+    let job = match message_type.as_str() {
+        "JobAvailable" => {
+            decode_job(item, |j: &mut JobAvailable| &mut j.common).map(JobMessage::Available)
+        }
+        "JobAssigned" => serde_json::from_str::<JobCommon>(item)
+            .map(|common| JobMessage::Assigned(JobAssigned { common })),
+        "JobStarted" => {
+            decode_job(item, |j: &mut JobStarted| &mut j.common).map(JobMessage::Started)
+        }
+        "JobCompleted" => {
+            decode_job(item, |j: &mut JobCompleted| &mut j.common).map(JobMessage::Completed)
+        }
+        _ => return Ok(None),
+    };
+    job.map(Some).map_err(|e| MessageParseError::Job {
+        message_id,
+        index,
+        message_type,
+        reason: e.to_string(),
+    })
+}
+
 /// A job type's own fields and then its [`JobCommon`], each decoded straight from the
-/// item's text (fields the other half owns are skipped without allocating). The second
-/// scan costs about 1 µs per job over the former single decode into a private copy of the
-/// fields (release build, 50 `JobStarted` per message: 2.9–7.3 → 4.1–8.9 µs per job on a
-/// loaded 2-CPU VM), about 1 % of the listener's 98 µs of CPU per job.
+/// item's text (fields the other half owns are skipped without allocating).
 fn decode_job<T: serde::de::DeserializeOwned>(
     item: &str,
     common: impl FnOnce(&mut T) -> &mut JobCommon,
@@ -252,9 +299,9 @@ fn decode_job<T: serde::de::DeserializeOwned>(
 /// string, "" otherwise (missing, not a string, or the item is not an object), so that
 /// such items are skipped as unknown types.
 ///
-/// Hand-written rather than read through a `serde_json::Value` per item: replacing the
-/// `Value` tree and the `#[serde(flatten)]` re-decode took the listener from 130 (121–169)
-/// to 98 (88–101) µs of CPU per job (docs/benchmarks.md, figure 2, `--only 2 --reps 3`).
+/// Hand-written rather than read through a `serde_json::Value` per item, which allocates
+/// a tree of every item (docs/benchmarks.md, figure 2, has what that cost the listener).
+/// Only the reference decoder uses it now, for the items the fast path turns down.
 struct ItemType(String);
 
 impl<'de> Deserialize<'de> for ItemType {
@@ -375,82 +422,6 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     }
 }
 
+mod fast;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue_message(body: &str) -> Vec<u8> {
-        serde_json::json!({
-            "messageId": 7,
-            "messageType": JOB_MESSAGES_TYPE,
-            "body": body,
-            "statistics": {"totalAssignedJobs": 3, "totalRunningJobs": 1}
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    #[test]
-    fn parses_every_job_type_and_skips_unknown() {
-        let body = serde_json::json!([
-            {"messageType": "JobAvailable", "runnerRequestId": 1, "acquireJobUrl": "http://x", "jobId": "a"},
-            {"messageType": "JobAssigned", "runnerRequestId": 2},
-            {"messageType": "JobStarted", "runnerRequestId": 3, "runnerId": 9, "runnerName": "r-1",
-             "runnerAssignTime": "2024-05-01T10:00:00.1234567Z"},
-            {"messageType": "JobCompleted", "runnerRequestId": 4, "result": "succeeded",
-             "finishTime": "0001-01-01T00:00:00Z"},
-            {"messageType": "JobSomethingNew", "runnerRequestId": 5}
-        ])
-        .to_string();
-        let m = parse_queue_message(&queue_message(&body)).unwrap();
-        assert_eq!(m.message_id, 7);
-        assert_eq!(m.statistics.unwrap().total_assigned_jobs, 3);
-        assert_eq!(m.jobs.len(), 4);
-        assert_eq!(m.skipped_jobs, 1);
-        let JobMessage::Started(started) = &m.jobs[2] else {
-            panic!("not started")
-        };
-        assert_eq!(started.runner_name, "r-1");
-        let t = started.common.runner_assign_time.unwrap();
-        assert_eq!(t.nanosecond(), 123_456_700);
-        let JobMessage::Completed(done) = &m.jobs[3] else {
-            panic!("not completed")
-        };
-        assert_eq!(done.common.finish_time, None);
-    }
-
-    #[test]
-    fn items_without_a_string_message_type_are_skipped() {
-        let body = r#"[1, "x", null, [], {"messageType": 5},
-            {"messageType": "JobAssigned", "messageType": "JobNew"},
-            {"runnerRequestId": 2, "messageType": "JobAssigned"}]"#;
-        let m = parse_queue_message(&queue_message(body)).unwrap();
-        assert_eq!(m.skipped_jobs, 6);
-        assert_eq!(m.jobs.len(), 1);
-        assert_eq!(m.jobs[0].common().runner_request_id, 2);
-    }
-
-    #[test]
-    fn strips_bom_from_envelope_and_body() {
-        let body = "\u{feff}[{\"messageType\":\"JobAssigned\",\"runnerRequestId\":2}]";
-        let mut raw = "\u{feff}".as_bytes().to_vec();
-        raw.extend(queue_message(body));
-        let m = parse_queue_message(&raw).unwrap();
-        assert_eq!(m.jobs.len(), 1);
-    }
-
-    #[test]
-    fn malformed_body_is_a_clear_error() {
-        let err = parse_queue_message(&queue_message("{not json")).unwrap_err();
-        assert!(
-            matches!(err, MessageParseError::Body { message_id: 7, .. }),
-            "{err}"
-        );
-        let err = parse_queue_message(&queue_message(
-            "[{\"messageType\":\"JobStarted\",\"queueTime\":\"yesterday\"}]",
-        ))
-        .unwrap_err();
-        assert!(err.to_string().contains("JobStarted"), "{err}");
-        assert!(err.to_string().contains("yesterday"), "{err}");
-    }
-}
+mod tests;
