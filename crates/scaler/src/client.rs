@@ -30,9 +30,6 @@ pub(crate) fn kube_client(config: kube::Config) -> Result<kube::Client, ScalerEr
     let mut http = HttpConnector::new();
     // The cluster URL decides the scheme; the TLS connector below handles https.
     http.enforce_http(false);
-    // HTTP/2 writes a request's frames as they are ready: without TCP_NODELAY, Nagle's
-    // algorithm holds the later small writes until the server's delayed ACK (~40 ms).
-    http.set_nodelay(true);
     let tls = config.rustls_client_config().map_err(client_config_error)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
