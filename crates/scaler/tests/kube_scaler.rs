@@ -638,10 +638,10 @@ async fn dry_runs_prove_the_rights_and_change_nothing() {
 async fn the_scalers_client_speaks_http2_where_the_api_server_offers_it() {
     let fake = fake_with_runner("runner-a").await;
     let kube_config = kube_config(&fake.kubeconfig_yaml()).await;
-    let over_h2 =
+    let scaler =
         EphemeralRunnerSetScaler::from_kube_config(kube_config, config(SET, 0, 10)).unwrap();
     assert_eq!(
-        over_h2.handle_desired_runner_count(2, false).await.unwrap(),
+        scaler.handle_desired_runner_count(2, false).await.unwrap(),
         2
     );
     let runners = (0..20).map(|i| job("runner-a", i)).collect();
