@@ -645,7 +645,7 @@ async fn the_scalers_client_speaks_http2_where_the_api_server_offers_it() {
         2
     );
     let runners = (0..20).map(|i| job("runner-a", i)).collect();
-    over_h2.handle_jobs_started(runners).await;
+    scaler.handle_jobs_started(runners).await;
     let requests = fake.requests();
     assert_eq!(requests.len(), 21);
     for r in &requests {
