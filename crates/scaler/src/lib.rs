@@ -5,7 +5,6 @@
 //! - here: the [`Scaler`] trait the listener drives, and [`RunnerJobStatus`].
 //! - `scaler`: [`EphemeralRunnerSetScaler`], the kube-rs client and its one retry loop
 //!   ([`retry::Backoff`] via [`RetryPolicy`]).
-//! - `client`: the kube-rs `Client` over the kube config, with HTTP/2 offered.
 //! - `dry_run`: server-side dry runs of both patches, for `ghalistener check`.
 //! - `state`: [`DesiredCountState`], the Go listener's target and `patchID` arithmetic.
 //! - `resources`: the ARC custom resources and the merge patches sent.
@@ -43,7 +42,6 @@ pub trait Scaler: Send + Sync {
     fn handle_jobs_started(&self, jobs: Vec<RunnerJobStatus>) -> impl Future<Output = ()> + Send;
 }
 
-mod client;
 mod dry_run;
 mod error;
 mod resources;

@@ -147,14 +147,15 @@ impl EphemeralRunnerSetScaler {
         Self::from_kube_config(kube_config, config)
     }
 
-    /// Builds the client from an explicit kube config (HTTP/2 offered, see
-    /// [`crate::client`]), with kube's own retry layer turned off: retries follow [`ScalerConfig::retry`] and are counted in [`Self::retries`].
+    /// Builds the client from an explicit kube config, with kube's own retry layer turned
+    /// off: retries follow [`ScalerConfig::retry`] and are counted in [`Self::retries`].
     pub fn from_kube_config(
         mut kube_config: kube::Config,
         config: ScalerConfig,
     ) -> Result<Self, ScalerError> {
         kube_config.default_retry = false;
-        let client = crate::client::kube_client(kube_config)?;
+        let client = kube::Client::try_from(kube_config)
+            .map_err(|e| ScalerError::ClientConfig(e.to_string()))?;
         Ok(Self::new(client, config))
     }
 

@@ -633,33 +633,3 @@ async fn dry_runs_prove_the_rights_and_change_nothing() {
     assert!(matches!(err, ScalerError::Forbidden { .. }), "{err}");
     assert_eq!(err.kind(), retry::FailureKind::Forbidden);
 }
-
-#[tokio::test]
-async fn the_scalers_client_speaks_http2_where_the_api_server_offers_it() {
-    let fake = fake_with_runner("runner-a").await;
-    let kube_config = kube_config(&fake.kubeconfig_yaml()).await;
-    let scaler =
-        EphemeralRunnerSetScaler::from_kube_config(kube_config, config(SET, 0, 10)).unwrap();
-    assert_eq!(
-        scaler.handle_desired_runner_count(2, false).await.unwrap(),
-        2
-    );
-    let runners = (0..20).map(|i| job("runner-a", i)).collect();
-    scaler.handle_jobs_started(runners).await;
-    let requests = fake.requests();
-    assert_eq!(requests.len(), 21);
-    for r in &requests {
-        assert_eq!(r.version, http::Version::HTTP_2, "{} {}", r.method, r.path);
-        assert_eq!(r.status, 200, "{}", r.path);
-    }
-    assert_only_patches(&fake);
-
-    // kube-rs's own client offers HTTP/1.1 only; the fake serves it as before.
-    fake.clear_requests();
-    let http1 = scaler(&fake, SET, 0, 10).await;
-    assert_eq!(
-        http1.handle_desired_runner_count(3, false).await.unwrap(),
-        3
-    );
-    assert_eq!(fake.requests()[0].version, http::Version::HTTP_11);
-}

@@ -1,7 +1,5 @@
-//! The accept loop every fake server runs: plain TCP or TLS, one connection task per client
-//! speaking HTTP/1.1 or, when the client opens with HTTP/2's preface (as it does after
-//! negotiating `h2` by ALPN with a fake that offers it), HTTP/2; all closed when the
-//! shutdown flag turns true.
+//! The accept loop every fake server runs: plain TCP or TLS, one HTTP/1 connection task per
+//! client, all closed when the shutdown flag turns true.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -78,8 +76,8 @@ where
     F: Future<Output = Result<Response<Full<Bytes>>, DropConnection>> + Send + 'static,
 {
     let service = hyper::service::service_fn(handle);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = connection => {}
         _ = shutdown.wait_for(|s| *s) => {}

@@ -58,8 +58,6 @@ pub struct RequestRecord<E = ()> {
     /// The request body. The Actions fake leaves it empty: benchmarks log many requests and
     /// no assertion needs those bodies.
     pub body: String,
-    /// HTTP/1.1, or HTTP/2 where the client negotiated it.
-    pub version: http::Version,
     pub at: SystemTime,
 }
 
@@ -82,7 +80,6 @@ impl<E> RequestRecord<E> {
             user_agent: header(header::USER_AGENT),
             content_type: header(header::CONTENT_TYPE),
             body: String::new(),
-            version: http::Version::HTTP_11,
             at: SystemTime::now(),
         }
     }

@@ -44,7 +44,6 @@ pub(super) async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let mut record = RequestRecord::new(&parts.method, &parts.uri, &parts.headers);
-    record.version = parts.version;
     record.body = String::from_utf8_lossy(&body).into_owned();
     let path = record.path.clone();
     let query = record.query.clone().unwrap_or_default();

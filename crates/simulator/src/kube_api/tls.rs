@@ -40,9 +40,7 @@ pub(crate) fn generate() -> anyhow::Result<ServerTls> {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-    // As the API server does: HTTP/2 for clients that offer it (client-go, the listener),
-    // HTTP/1.1 for the others.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls {
         ca_pem: ca_cert.pem(),
         config: Arc::new(config),
