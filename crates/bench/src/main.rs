@@ -131,14 +131,26 @@ fn workspace_root() -> PathBuf {
 /// then; a dev-profile bench drives a dev-profile listener, which is what CI's smoke run does).
 const RELEASE: bool = !cfg!(debug_assertions);
 
-/// `cargo build [--release] -p listener-bin` in the bench's own profile, then the binary
-/// next to the bench's.
+/// `cargo build [--release]` of `ghalistener` and `ghalistener-runtime-variant` in the
+/// bench's own profile, then the binary next to the bench's.
 fn build_listener(skip: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the bench binary")?;
     let dir = exe.parent().context("bench binary directory")?;
     let binary = dir.join("ghalistener");
     if !skip {
-        let mut cargo_args = vec!["build", "-p", "listener-bin"];
+        // Figure 7's variant too: it links the same crates, and a stale one measured an old
+        // listener.
+        let mut cargo_args = vec![
+            "build",
+            "-p",
+            "listener-bin",
+            "-p",
+            "bench",
+            "--bin",
+            "ghalistener",
+            "--bin",
+            "ghalistener-runtime-variant",
+        ];
         if RELEASE {
             cargo_args.push("--release");
         }
