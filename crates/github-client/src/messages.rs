@@ -177,18 +177,35 @@ pub fn strip_bom(s: &str) -> &str {
 
 /// Parse a whole queue message (the HTTP response body of a 200 from the queue).
 pub fn parse_queue_message(raw: &[u8]) -> Result<RunnerScaleSetMessage, MessageParseError> {
+    parse_message(envelope(raw)?)
+}
+
+/// The queue message as it arrives, its body still a string.
+fn envelope(raw: &[u8]) -> Result<RawQueueMessage, MessageParseError> {
     let text = std::str::from_utf8(raw).map_err(|e| MessageParseError::Envelope {
         reason: e.to_string(),
     })?;
-    let raw: RawQueueMessage =
-        serde_json::from_str(strip_bom(text)).map_err(|e| MessageParseError::Envelope {
-            reason: e.to_string(),
-        })?;
-    parse_message(raw)
+    serde_json::from_str(strip_bom(text)).map_err(|e| MessageParseError::Envelope {
+        reason: e.to_string(),
+    })
 }
 
 /// Parse the body of a queue message into typed job messages.
 pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, MessageParseError> {
+    parse_message_with(raw, true, parse_item)
+}
+
+/// How one item of a body is read: [`parse_item`] (fast path, then [`decode_item`]), or
+/// [`decode_item`] alone (the reference the tests compare with).
+type ItemParser = fn(i64, usize, &str) -> Result<Option<JobMessage>, MessageParseError>;
+
+/// [`parse_message`], with the whole-body fast path on or off and `item` reading the items
+/// of a body the fast path did not take.
+fn parse_message_with(
+    raw: RawQueueMessage,
+    whole_body_fast_path: bool,
+    item: ItemParser,
+) -> Result<RunnerScaleSetMessage, MessageParseError> {
     let mut message = RunnerScaleSetMessage {
         message_id: raw.message_id,
         message_type: raw.message_type,
@@ -204,7 +221,7 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
     if body.is_empty() {
         return Ok(message);
     }
-    if let Some((jobs, skipped_jobs)) = fast::decode_body(body) {
+    if whole_body_fast_path && let Some((jobs, skipped_jobs)) = fast::decode_body(body) {
         message.jobs = jobs;
         message.skipped_jobs = skipped_jobs;
         return Ok(message);
@@ -217,8 +234,8 @@ pub fn parse_message(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, Mess
             reason: e.to_string(),
         })?;
     message.jobs.reserve_exact(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        match parse_item(message.message_id, index, item.get())? {
+    for (index, raw_item) in items.into_iter().enumerate() {
+        match item(message.message_id, index, raw_item.get())? {
             Some(job) => message.jobs.push(job),
             None => message.skipped_jobs += 1,
         }

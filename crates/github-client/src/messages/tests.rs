@@ -261,44 +261,12 @@ mod fast_path {
     /// The parser before the fast path: the body split into items, each read by
     /// [`decode_item`].
     fn reference(raw: RawQueueMessage) -> Result<RunnerScaleSetMessage, MessageParseError> {
-        let mut message = RunnerScaleSetMessage {
-            message_id: raw.message_id,
-            message_type: raw.message_type,
-            statistics: raw.statistics,
-            jobs: Vec::new(),
-            skipped_jobs: 0,
-        };
-        if message.message_type != JOB_MESSAGES_TYPE {
-            return Ok(message);
-        }
-        let body = strip_bom(&raw.body).trim();
-        if body.is_empty() {
-            return Ok(message);
-        }
-        let items: Vec<&serde_json::value::RawValue> =
-            serde_json::from_str(body).map_err(|e| MessageParseError::Body {
-                message_id: message.message_id,
-                reason: e.to_string(),
-            })?;
-        for (index, item) in items.into_iter().enumerate() {
-            match decode_item(message.message_id, index, item.get())? {
-                Some(job) => message.jobs.push(job),
-                None => message.skipped_jobs += 1,
-            }
-        }
-        Ok(message)
+        parse_message_with(raw, false, decode_item)
     }
 
     /// [`parse_queue_message`] before the fast path.
     fn reference_queue_message(raw: &[u8]) -> Result<RunnerScaleSetMessage, MessageParseError> {
-        let text = std::str::from_utf8(raw).map_err(|e| MessageParseError::Envelope {
-            reason: e.to_string(),
-        })?;
-        let raw: RawQueueMessage =
-            serde_json::from_str(strip_bom(text)).map_err(|e| MessageParseError::Envelope {
-                reason: e.to_string(),
-            })?;
-        reference(raw)
+        reference(crate::messages::envelope(raw)?)
     }
 
     /// The text of an envelope around a body of generated items, in shapes and escapes
