@@ -408,15 +408,42 @@ impl<'de> Deserialize<'de> for MaybeString {
 }
 
 /// `0001-01-01T00:00:00Z` (Go's zero time), null and "" mean unset.
+/// An RFC 3339 time, or none for null, "" and Go's zero time (`0001-01-01…`). Read through a
+/// visitor so the string is parsed where it lies: deserializing a `Cow<str>` allocates a
+/// `String` every time (12 of ~260 allocations per job, measured 2026-12-04).
 fn optional_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
-    let s: Option<std::borrow::Cow<'de, str>> = Option::deserialize(d)?;
-    let Some(s) = s else { return Ok(None) };
-    if s.is_empty() || s.starts_with("0001-01-01") {
-        return Ok(None);
+    d.deserialize_option(OptionalTime)
+}
+
+struct OptionalTime;
+
+impl<'de> serde::de::Visitor<'de> for OptionalTime {
+    type Value = Option<OffsetDateTime>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an RFC 3339 time or null")
     }
-    OffsetDateTime::parse(&s, &Rfc3339)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 time {s:?}: {e}")))
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        if s.is_empty() || s.starts_with("0001-01-01") {
+            return Ok(None);
+        }
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(Some)
+            .map_err(|e| E::custom(format!("invalid RFC 3339 time {s:?}: {e}")))
+    }
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>

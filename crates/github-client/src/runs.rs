@@ -237,7 +237,9 @@ impl RunAttemptResolver {
         let auth = client.inner.auth();
         let bearer = match &*auth {
             Auth::Token(pat) => pat.clone(),
-            Auth::App { .. } => client.installation_token().await?,
+            // Boxed: inline, its state (a token request) made every lookup's future 1,432
+            // bytes, PAT or not, too large for the allocator's per-thread cache.
+            Auth::App { .. } => Box::pin(client.installation_token()).await?,
         };
         let mut url = match &self.inner.repos_url {
             Some(url) => url.clone(),

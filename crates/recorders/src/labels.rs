@@ -13,19 +13,19 @@ pub struct ScaleSetLabels {
     pub repository: String,
 }
 
-/// What a `job_workflow_ref` names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkflowRefInfo {
+/// What a `job_workflow_ref` names: parts of it, borrowed (parsed for every job).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkflowRefInfo<'a> {
     /// The workflow file name without `.yml` / `.yaml`.
-    pub name: String,
+    pub name: &'a str,
     /// `heads/<branch>`, `tags/<tag>`, `pull/<number>`, or empty for any other ref.
-    pub target: String,
+    pub target: &'a str,
 }
 
 /// Parse `owner/repo/.github/workflows/ci.yml@refs/heads/main` as the Go listener does:
 /// exactly one `@`; the name is the base name of the path without `.yml`/`.yaml`
 /// (even when the ref is of an unknown kind); the target keeps the ref kind.
-pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo {
+pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo<'_> {
     let mut info = WorkflowRefInfo::default();
     if workflow_ref.is_empty() {
         return info;
@@ -36,21 +36,21 @@ pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo {
     };
     let file = go_path_base(path);
     let without_yml = file.strip_suffix(".yml").unwrap_or(file);
-    info.name = without_yml
-        .strip_suffix(".yaml")
-        .unwrap_or(without_yml)
-        .to_owned();
-    if let Some(branch) = reference.strip_prefix("refs/heads/") {
-        info.target = format!("heads/{branch}");
-    } else if let Some(tag) = reference.strip_prefix("refs/tags/") {
-        info.target = format!("tags/{tag}");
-    } else if let Some(pr) = reference.strip_prefix("refs/pull/") {
+    info.name = without_yml.strip_suffix(".yaml").unwrap_or(without_yml);
+    // The target is the ref without its `refs/` prefix: `heads/…` and `tags/…` whole,
+    // `pull/{number}` without what follows the number.
+    let Some(kind_and_name) = reference.strip_prefix("refs/") else {
+        return info;
+    };
+    if kind_and_name.starts_with("heads/") || kind_and_name.starts_with("tags/") {
+        info.target = kind_and_name;
+    } else if let Some(pr) = kind_and_name.strip_prefix("pull/") {
         // refs/pull/{number}/merge → pull/{number}; a number without a following
         // segment (or an empty one) gives no target, as in the Go listener.
         if let Some(idx) = pr.find('/')
             && idx > 0
         {
-            info.target = format!("pull/{}", &pr[..idx]);
+            info.target = &kind_and_name[.."pull/".len() + idx];
         }
     }
     info
@@ -100,11 +100,7 @@ mod tests {
         ];
         for (input, name, target) in table {
             let got = parse_workflow_ref(input);
-            assert_eq!(
-                (got.name.as_str(), got.target.as_str()),
-                (name, target),
-                "{input}"
-            );
+            assert_eq!((got.name, got.target), (name, target), "{input}");
         }
     }
 

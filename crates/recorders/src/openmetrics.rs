@@ -31,8 +31,6 @@ pub fn wants_openmetrics(accept: &str) -> bool {
     })
 }
 
-type SeriesKey = (String, Vec<(String, String)>);
-
 #[derive(Clone, Copy)]
 struct Exemplar {
     run_id: i64,
@@ -43,7 +41,15 @@ struct Exemplar {
 #[derive(Default)]
 struct Store {
     trace_ids: OnceLock<JobTraceIds>,
-    by_series: Mutex<HashMap<SeriesKey, Vec<Option<Exemplar>>>>,
+    by_series: Mutex<BySeries>,
+}
+
+/// Each series' buckets, by the series' key ([`series_key`]); `scratch` holds the key
+/// being looked up, so observing a known series allocates nothing.
+#[derive(Default)]
+struct BySeries {
+    buckets: HashMap<String, Vec<Option<Exemplar>>>,
+    scratch: String,
 }
 
 /// The last exemplar of each bucket of each job-duration series: the run whose trace it
@@ -67,22 +73,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A series' key in the exemplar store: the metric and its labels, sorted.
-fn series_key(metric: &str, labels: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
-    (
-        metric.to_owned(),
-        sorted(
-            labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        ),
-    )
-}
-
-fn sorted(labels: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut labels: Vec<_> = labels.collect();
-    labels.sort();
-    labels
+/// A series' key in the exemplar store, written into `out`: the metric and its labels
+/// sorted by name, each string prefixed with its length (so no two series share a key).
+fn series_key(metric: &str, sorted_labels: &[(&str, &str)], out: &mut String) {
+    out.clear();
+    for part in std::iter::once(metric).chain(sorted_labels.iter().flat_map(|(k, v)| [*k, *v])) {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{}:", part.len());
+        out.push_str(part);
+    }
 }
 
 impl Exemplars {
@@ -99,10 +98,11 @@ impl Exemplars {
     }
 
     /// `value` of run `run_id` was observed on `metric{labels}` with bucket bounds `bounds`.
+    /// `labels` are sorted in place.
     pub(crate) fn observe(
         &self,
         metric: &str,
-        labels: &[(&str, &str)],
+        labels: &mut [(&str, &str)],
         bounds: &[f64],
         value: f64,
         run_id: i64,
@@ -114,9 +114,16 @@ impl Exemplars {
             .iter()
             .position(|b| value <= *b)
             .unwrap_or(bounds.len());
-        let key = series_key(metric, labels);
-        let mut series = lock(&self.store.by_series);
-        let buckets = series.entry(key).or_default();
+        labels.sort_unstable();
+        let mut guard = lock(&self.store.by_series);
+        let series = &mut *guard;
+        series_key(metric, labels, &mut series.scratch);
+        if !series.buckets.contains_key(series.scratch.as_str()) {
+            series.buckets.insert(series.scratch.clone(), Vec::new());
+        }
+        let Some(buckets) = series.buckets.get_mut(series.scratch.as_str()) else {
+            return;
+        };
         buckets.resize(bounds.len() + 1, None);
         buckets[bucket] = Some(Exemplar {
             run_id,
@@ -126,9 +133,11 @@ impl Exemplars {
     }
 
     /// The series was evicted: forget its exemplars.
-    pub(crate) fn forget(&self, metric: &str, labels: &[(&str, &str)]) {
-        let key = series_key(metric, labels);
-        lock(&self.store.by_series).remove(&key);
+    pub(crate) fn forget(&self, metric: &str, labels: &mut [(&str, &str)]) {
+        labels.sort_unstable();
+        let mut key = String::new();
+        series_key(metric, labels, &mut key);
+        lock(&self.store.by_series).buckets.remove(&key);
     }
 
     /// ` # {trace_id="…"} value timestamp` for bucket `index` of `metric{labels}`, or "".
@@ -136,15 +145,12 @@ impl Exemplars {
         let Some(trace_ids) = self.store.trace_ids.get() else {
             return String::new();
         };
-        let key = (
-            metric.to_owned(),
-            sorted(
-                labels
-                    .iter()
-                    .map(|l| (l.name().to_owned(), l.value().to_owned())),
-            ),
-        );
+        let mut pairs: Vec<(&str, &str)> = labels.iter().map(|l| (l.name(), l.value())).collect();
+        pairs.sort_unstable();
+        let mut key = String::new();
+        series_key(metric, &pairs, &mut key);
         let exemplar = lock(&self.store.by_series)
+            .buckets
             .get(&key)
             .and_then(|buckets| buckets.get(index).copied().flatten());
         let Some(e) = exemplar else {
@@ -324,5 +330,21 @@ mod tests {
              wait_seconds_bucket{job=\"a\\\"b\",le=\"+Inf\"} 1\n\
              wait_seconds_sum{job=\"a\\\"b\"} 2\nwait_seconds_count{job=\"a\\\"b\"} 1\n# EOF\n"
         );
+    }
+
+    #[test]
+    fn series_keys_tell_every_series_apart() {
+        let key = |metric: &str, labels: &[(&str, &str)]| {
+            let mut out = String::new();
+            series_key(metric, labels, &mut out);
+            out
+        };
+        assert_ne!(key("m", &[("ab", "c")]), key("m", &[("a", "bc")]));
+        assert_ne!(
+            key("m", &[("a", "b:1:c")]),
+            key("m", &[("a", "b"), ("c", "")])
+        );
+        assert_ne!(key("m1", &[]), key("m", &[("1", "")]));
+        assert_eq!(key("m", &[("a", "x")]), key("m", &[("a", "x")]));
     }
 }

@@ -62,7 +62,8 @@ proptest! {
     #[test]
     fn other_refs_keep_the_name_and_have_no_target(file in segment(), reference in "[a-z0-9/]{0,20}") {
         prop_assume!(!reference.starts_with("refs/heads/") && !reference.starts_with("refs/tags/") && !reference.starts_with("refs/pull/"));
-        let info = parse_workflow_ref(&format!("o/r/.github/workflows/{file}.yml@{reference}"));
+        let workflow_ref = format!("o/r/.github/workflows/{file}.yml@{reference}");
+        let info = parse_workflow_ref(&workflow_ref);
         prop_assert_eq!(info.name, file);
         prop_assert_eq!(info.target, "");
     }

@@ -175,7 +175,7 @@ impl SpanBuilder {
             put_span_attribute(buf, key, value);
         }
         if !workflow.name.is_empty() {
-            put_span_attribute(buf, "cicd.pipeline.name", Str(&workflow.name));
+            put_span_attribute(buf, "cicd.pipeline.name", Str(workflow.name));
         }
         let head = workflow
             .target

@@ -144,6 +144,10 @@ impl Recorder for SpanRecorder {
     }
     fn record_job_completed(&self, job: &JobCompleted) {
         let attempt = match self.attempts.on_completed(&job.common) {
+            // Usually looked up while the job ran: no wait (and no timer) to set up.
+            Some(lookup) if lookup.borrow().is_some() => {
+                JobAttempt::Known(lookup.borrow().unwrap_or(ids::UNKNOWN_ATTEMPT))
+            }
             Some(attempt) => JobAttempt::Lookup {
                 attempt,
                 deadline: tokio::time::Instant::now() + RUN_ATTEMPT_WAIT,
