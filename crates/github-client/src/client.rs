@@ -221,6 +221,10 @@ impl ActionsClient {
             .user_agent(options.user_agent.clone())
             .connect_timeout(options.request_timeout.min(Duration::from_secs(30)))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Retries are decided in one place (`retry`), not in the HTTP client. reqwest's
+            // own default retries only HTTP/2 refusals (this client speaks HTTP/1.1) but
+            // clones every request's headers for them.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .no_proxy();
         if !proxy.is_empty() {
             tracing::info!(proxy = ?proxy, "using proxy settings from the environment");

@@ -42,8 +42,8 @@ impl EphemeralRunnerSetScaler {
         }));
         let params = dry_run();
         let name = config.name.as_str();
-        let target = format!("ephemeralrunnersets/{}/{name} (dry run)", config.namespace);
-        self.with_retries(&target, || self.sets.patch(name, &params, &patch))
+        let target = || format!("ephemeralrunnersets/{}/{name} (dry run)", config.namespace);
+        self.with_retries(target, || self.sets.patch(name, &params, &patch))
             .await
             .map(|set| set.spec.replicas)
             .map_err(|failure| self.set_error(failure))
@@ -65,9 +65,10 @@ impl EphemeralRunnerSetScaler {
         };
         let patch = Patch::Merge(RunnerStatusPatch::from(&job));
         let params = dry_run();
-        let target = format!("ephemeralrunners/{namespace}/{DRY_RUN_RUNNER_NAME}/status (dry run)");
+        let target =
+            || format!("ephemeralrunners/{namespace}/{DRY_RUN_RUNNER_NAME}/status (dry run)");
         let result = self
-            .with_retries(&target, || {
+            .with_retries(target, || {
                 self.patch_runner_status_text(DRY_RUN_RUNNER_NAME, &params, &patch)
             })
             .await;

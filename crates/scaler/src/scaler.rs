@@ -214,10 +214,11 @@ impl EphemeralRunnerSetScaler {
     }
 
     /// Runs `op` until it succeeds, fails permanently, or transient failures use up the
-    /// retry budget.
+    /// retry budget. `target` names the object in the retry warning; it is written only
+    /// then (a runner's name was formatted for every job's patch before).
     pub(crate) async fn with_retries<T, F, Fut>(
         &self,
-        target: &str,
+        target: impl Fn() -> String,
         mut op: F,
     ) -> Result<T, Failure>
     where
@@ -262,7 +263,7 @@ impl EphemeralRunnerSetScaler {
                     let delay = backoff.delay(retry, retry_after);
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        target_object = target,
+                        target_object = %target(),
                         error = %message,
                         retry = retry + 1,
                         delay_ms = delay.as_millis() as u64,
@@ -294,9 +295,9 @@ impl EphemeralRunnerSetScaler {
         let params = PatchParams::default();
         let name = self.config.name.as_str();
         let namespace = self.config.namespace.as_str();
-        let target = format!("ephemeralrunnersets/{namespace}/{name}");
+        let target = || format!("ephemeralrunnersets/{namespace}/{name}");
         let result = self
-            .with_retries(&target, || self.sets.patch(name, &params, &patch))
+            .with_retries(target, || self.sets.patch(name, &params, &patch))
             .await;
         drop(state);
         match result {
@@ -360,9 +361,9 @@ impl EphemeralRunnerSetScaler {
         }
         let patch = Patch::Merge(RunnerStatusPatch::from(&job));
         let params = PatchParams::default();
-        let target = format!("ephemeralrunners/{namespace}/{runner}/status");
+        let target = || format!("ephemeralrunners/{namespace}/{runner}/status");
         let result = self
-            .with_retries(&target, || {
+            .with_retries(target, || {
                 self.patch_runner_status_text(runner, &params, &patch)
             })
             .await;
