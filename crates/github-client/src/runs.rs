@@ -7,7 +7,7 @@
 //! 1 after its own bound), and below the rate-limit floor no request at all until the
 //! budget resets, so the listener's own calls keep their share of the hourly budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -83,9 +83,15 @@ struct Entry {
     cell: Cell,
 }
 
+/// Runs by id, and their insertion order, oldest first: the cache evicts from the front, in
+/// constant time per run (a scan for the oldest entry made every new run past the capacity
+/// cost O(capacity)).
 #[derive(Default)]
 struct RunCache {
     entries: HashMap<i64, Entry>,
+    /// `(run, created)` in insertion order; an element whose entry has since been replaced
+    /// (a fresh cell after the TTL) no longer matches it and is skipped.
+    order: VecDeque<(i64, Instant)>,
 }
 
 impl RunCache {
@@ -96,20 +102,18 @@ impl RunCache {
         {
             return (entry.cell.clone(), false);
         }
-        if self.entries.len() >= capacity {
-            self.entries
-                .retain(|_, e| now.duration_since(e.created) < ttl);
-        }
-        while self.entries.len() >= capacity.max(1) {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.created)
-                .map(|(id, _)| *id);
-            match oldest {
-                Some(id) => self.entries.remove(&id),
-                None => break,
-            };
+        // Creation times grow along `order`: expired entries are at its front, and past the
+        // capacity the front is the oldest.
+        while let Some(&(id, created)) = self.order.front() {
+            let current = self.entries.get(&id).is_some_and(|e| e.created == created);
+            let expired = now.duration_since(created) >= ttl;
+            if current && !expired && self.entries.len() < capacity.max(1) {
+                break;
+            }
+            self.order.pop_front();
+            if current {
+                self.entries.remove(&id);
+            }
         }
         let cell = Cell::default();
         self.entries.insert(
@@ -119,6 +123,7 @@ impl RunCache {
                 cell: cell.clone(),
             },
         );
+        self.order.push_back((run_id, now));
         (cell, true)
     }
 }
@@ -382,6 +387,41 @@ mod tests {
         assert!(
             cache.cell(2, t0 + Duration::from_secs(31), ttl, 2).1,
             "expired"
+        );
+    }
+
+    #[test]
+    fn cache_evicts_in_insertion_order_past_refreshes() {
+        let mut cache = RunCache::default();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(30);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for (run, second) in [(1, 1), (2, 10), (3, 20)] {
+            assert!(cache.cell(run, at(second), ttl, 3).1);
+        }
+        // Run 1 expires and is looked up again: it is now the newest.
+        assert!(cache.cell(1, at(31), ttl, 3).1);
+        assert_eq!(cache.entries.len(), 3, "run 1 replaced, not added");
+        // Past the capacity the oldest current entry goes: run 2, not run 1.
+        assert!(cache.cell(4, at(32), ttl, 3).1);
+        assert!(!cache.entries.contains_key(&2));
+        for run in [3, 1, 4] {
+            assert!(!cache.cell(run, at(33), ttl, 3).1, "run {run} kept");
+        }
+        // Expired entries go as soon as a run is added, whatever the capacity.
+        assert!(cache.cell(5, at(51), ttl, 3).1);
+        assert!(
+            !cache.entries.contains_key(&3),
+            "run 3 (at 20 s) expired at 50 s"
+        );
+        for run in 6..=100 {
+            cache.cell(run, at(51 + run as u64), ttl, 3);
+        }
+        assert_eq!(cache.entries.len(), 3);
+        assert!(
+            cache.order.len() <= 3,
+            "no stale order left behind: {}",
+            cache.order.len()
         );
     }
 }
