@@ -410,7 +410,34 @@ async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
         tokio::spawn(async move {
             let mut cycle = 0u32;
             let mut injected = 0u32;
+            // Faults of the next cycle are armed only once the listener got through this
+            // cycle's (a registration token issued, and a runner registration after a fault
+            // on it), so one request's retries never meet more than one cycle's faults (at
+            // most 3 against its 5 attempts) whatever the backoff's jitter. Arming on a bare
+            // timer let a fifth attempt meet the next cycle's fault now and then (CI,
+            // 2026-12-04), which exhausted an acquire's retries: a finding about the test's
+            // schedule, not the listener.
+            let got_through = |tokens: u64, registrations: u64| {
+                let actions = actions.clone();
+                let stop = stop.clone();
+                async move {
+                    while !stop.is_cancelled() {
+                        let stats = actions.stats();
+                        if stats.registration_tokens_issued > tokens
+                            && stats.runner_registrations > registrations
+                        {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
             while !stop.is_cancelled() {
+                let before = actions.stats();
+                let (tokens, registrations) = (
+                    before.registration_tokens_issued,
+                    before.runner_registrations,
+                );
                 match cycle % 3 {
                     0 => actions.expire_queue_tokens(),
                     1 => {
@@ -435,6 +462,9 @@ async fn chaos_token_expiry_and_registration_flapping_lose_no_message() {
                         actions.expire_queue_tokens();
                         injected += 2;
                     }
+                }
+                if !cycle.is_multiple_of(3) {
+                    got_through(tokens, registrations).await;
                 }
                 cycle += 1;
                 tokio::time::sleep(Duration::from_millis(2500)).await;
