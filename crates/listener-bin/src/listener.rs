@@ -131,6 +131,16 @@ pub struct Listener<M, S> {
     metrics: LoopMetrics,
     health: LoopHealth,
     degradation: Degradation,
+    /// Request ids whose acquire failed, asked for again on the next turn of the loop.
+    unacquired: std::sync::Mutex<Vec<i64>>,
+}
+
+/// Failed-acquire request ids kept at most (the newest); a burst's worth.
+const MAX_UNACQUIRED: usize = 10_000;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A Vec of ids stays consistent across a panic elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a message asks for, extracted once.
@@ -215,6 +225,7 @@ where
             metrics,
             health,
             degradation,
+            unacquired: Default::default(),
         }
     }
 
@@ -262,8 +273,13 @@ where
                     self.health.progress();
                     failures = 0;
                     // No message: re-assert the latest count, as the Go listener does, so a set
-                    // the controller drifted from gets corrected.
-                    self.scale(assigned_jobs, false, &shutdown).await?;
+                    // the controller drifted from gets corrected; ask again for jobs an
+                    // earlier acquire failed on.
+                    let (scaled, ()) = tokio::join!(
+                        self.scale(assigned_jobs, false, &shutdown),
+                        self.acquire(&[])
+                    );
+                    scaled?;
                 }
                 Ok(Some(message)) => {
                     self.health.progress();
@@ -492,23 +508,43 @@ where
         }
     }
 
+    /// Acquires `request_ids` and any jobs an earlier acquire failed on. The message is
+    /// acknowledged before this answers, and the service offers a job once, so the ids of
+    /// a failed acquire are kept and asked for again with the next message or empty poll
+    /// (the Go listener exits instead, leaving the message unacknowledged). An answer, even
+    /// without some of the ids, settles them: those are no longer available to us.
     async fn acquire(&self, request_ids: &[i64]) {
-        if request_ids.is_empty() {
+        let mut ids = std::mem::take(&mut *lock(&self.unacquired));
+        let retried = ids.len();
+        for id in request_ids {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        if ids.is_empty() {
             return;
         }
-        match self.source.acquire_jobs(request_ids).await {
+        match self.source.acquire_jobs(&ids).await {
             Ok(acquired) => {
                 self.metrics.jobs_acquired.inc_by(acquired.len() as u64);
                 tracing::info!(
-                    requested = request_ids.len(),
+                    requested = ids.len(),
+                    retried,
                     acquired = acquired.len(),
                     "acquired jobs"
                 );
             }
             Err(e) => {
-                // Jobs left unacquired stay available and are offered again.
                 self.metrics.acquire_failures.inc();
-                tracing::warn!(requested = request_ids.len(), error = %e, "acquiring jobs failed");
+                tracing::warn!(
+                    requested = ids.len(),
+                    error = %e,
+                    "acquiring jobs failed; asking again with the next message or empty poll"
+                );
+                let mut unacquired = lock(&self.unacquired);
+                // Keep the newest within the bound; older ids come first in `ids`.
+                let keep = ids.len().min(MAX_UNACQUIRED);
+                unacquired.extend_from_slice(&ids[ids.len() - keep..]);
             }
         }
     }
@@ -555,6 +591,8 @@ mod tests {
         polls: Mutex<VecDeque<Poll>>,
         acked: Mutex<Vec<i64>>,
         acquired: Mutex<Vec<Vec<i64>>>,
+        /// Acquire calls still to fail (after recording what they asked for).
+        failing_acquires: Mutex<usize>,
         credential_reloads: Mutex<usize>,
         done: CancellationToken,
     }
@@ -569,6 +607,7 @@ mod tests {
                 polls: Mutex::new(polls.into()),
                 acked: Mutex::default(),
                 acquired: Mutex::default(),
+                failing_acquires: Mutex::default(),
                 credential_reloads: Mutex::default(),
                 done,
             }
@@ -599,6 +638,11 @@ mod tests {
         }
         async fn acquire_jobs(&self, ids: &[i64]) -> Result<Vec<i64>, SourceError> {
             self.acquired.lock().unwrap().push(ids.to_vec());
+            let mut failing = self.failing_acquires.lock().unwrap();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(SourceError::SessionReplaced);
+            }
             Ok(ids.to_vec())
         }
         async fn close(&self) -> Result<(), SourceError> {
@@ -755,10 +799,26 @@ mod tests {
         Listener<ScriptedSource, RecordingScaler>,
         Arc<CountingRecorder>,
     ) {
+        run_script_failing_acquires(initial, polls, scaler, 0).await
+    }
+
+    /// As `run_script`, with the first `failing_acquires` acquire calls failing.
+    async fn run_script_failing_acquires(
+        initial: i64,
+        polls: Vec<Poll>,
+        scaler: RecordingScaler,
+        failing_acquires: usize,
+    ) -> (
+        Result<(), ListenerError>,
+        Listener<ScriptedSource, RecordingScaler>,
+        Arc<CountingRecorder>,
+    ) {
         let done = CancellationToken::new();
         let recorder = Arc::new(CountingRecorder::default());
+        let source = ScriptedSource::new(initial, polls, done.clone());
+        *source.failing_acquires.lock().unwrap() = failing_acquires;
         let listener = Listener::new(
-            ScriptedSource::new(initial, polls, done.clone()),
+            source,
             scaler,
             recorder.clone(),
             settings(),
@@ -804,6 +864,41 @@ mod tests {
         );
         assert_eq!(listener.metrics.messages.get(), 3);
         assert_eq!(listener.metrics.jobs_acquired.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn jobs_of_a_failed_acquire_are_asked_for_again() {
+        let polls = vec![
+            message(1, 2, vec![available(11), available(12)]),
+            message(2, 3, vec![available(13)]),
+            message(3, 4, vec![available(14)]),
+            Ok(None),
+        ];
+        let (result, listener, _) =
+            run_script_failing_acquires(0, polls, RecordingScaler::default(), 2).await;
+        result.unwrap();
+        // Both failures keep the ids; the next message's acquire asks for them first; the
+        // empty poll finds nothing left to ask for.
+        assert_eq!(
+            *listener.source.acquired.lock().unwrap(),
+            vec![vec![11, 12], vec![11, 12, 13], vec![11, 12, 13, 14]]
+        );
+        assert_eq!(listener.metrics.acquire_failures.get(), 2);
+        assert_eq!(listener.metrics.jobs_acquired.get(), 4);
+        assert_eq!(*listener.source.acked.lock().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_poll_asks_again_for_unacquired_jobs() {
+        let polls = vec![message(1, 1, vec![available(21)]), Ok(None)];
+        let (result, listener, _) =
+            run_script_failing_acquires(0, polls, RecordingScaler::default(), 1).await;
+        result.unwrap();
+        assert_eq!(
+            *listener.source.acquired.lock().unwrap(),
+            vec![vec![21], vec![21]]
+        );
+        assert_eq!(listener.metrics.jobs_acquired.get(), 1);
     }
 
     #[tokio::test]
