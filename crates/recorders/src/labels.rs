@@ -56,6 +56,19 @@ pub fn parse_workflow_ref(workflow_ref: &str) -> WorkflowRefInfo<'_> {
     info
 }
 
+/// `parts` as one string that no other list of parts gives (each prefixed with its length),
+/// written into `out`: the key of a label series, built in a reused buffer so looking up a
+/// known series allocates nothing.
+pub(crate) fn encode_key<'a>(parts: impl IntoIterator<Item = &'a str>, out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    for part in parts {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{}:", part.len());
+        out.push_str(part);
+    }
+}
+
 /// Go's `path.Base`: "." for "", "/" for only slashes, else the last element.
 fn go_path_base(path: &str) -> &str {
     if path.is_empty() {

@@ -15,7 +15,7 @@ use families::*;
 pub use families::{DEFAULT_BUCKETS, KNOWN_LABELS, default_metrics_config};
 
 use crate::config::MetricsConfig;
-use crate::labels::{ScaleSetLabels, parse_workflow_ref};
+use crate::labels::{ScaleSetLabels, encode_key, parse_workflow_ref};
 use crate::metric::{register, register_counter_vec, register_error};
 use crate::openmetrics::Exemplars;
 use crate::{Recorder, RecorderError};
@@ -116,7 +116,7 @@ impl Vector {
 ///
 /// Updating a series already known allocates nothing (measured 2026-12-04: the owned key
 /// built per update was ~70 of the listener's ~260 allocations per job): the series is
-/// found by its values encoded into a reused buffer ([`encode_series`]).
+/// found by its values encoded into a reused buffer ([`encode_key`]).
 #[derive(Default)]
 struct SeriesTracker {
     clock: u64,
@@ -127,24 +127,12 @@ struct SeriesTracker {
     scratch: String,
 }
 
-/// `values` as one string that no other list of values gives (each value prefixed with its
-/// length), written into `out`.
-fn encode_series(values: &[&str], out: &mut String) {
-    use std::fmt::Write as _;
-    out.clear();
-    for value in values {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}:", value.len());
-        out.push_str(value);
-    }
-}
-
 impl SeriesTracker {
     /// Mark `key` as just updated; return the series to evict to stay within `limit`.
     fn touch(&mut self, key: &[&str], limit: usize) -> Vec<Vec<String>> {
         self.clock += 1;
         let clock = self.clock;
-        encode_series(key, &mut self.scratch);
+        encode_key(key.iter().copied(), &mut self.scratch);
         let known = self
             .last_update
             .get_mut(self.scratch.as_str())
@@ -356,14 +344,6 @@ impl PrometheusRecorder {
             name_buf[i] = (label.name(), value_buf[i]);
         }
         let label_values = &value_buf[..count];
-        let named = |values: &[&str]| -> Vec<(&'static str, String)> {
-            metric
-                .labels
-                .iter()
-                .zip(values)
-                .map(|(l, v)| (l.name(), (*v).to_owned()))
-                .collect()
-        };
         let observed = match update {
             Update::Observe(x) => Some(x),
             _ => None,
@@ -383,9 +363,12 @@ impl PrometheusRecorder {
             if let Err(error) = metric.vector.remove(&old) {
                 tracing::debug!(metric = name, %error, "evicting a series failed");
             }
-            let labels = named(&old);
-            let mut labels: Vec<(&str, &str)> =
-                labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut labels: Vec<(&str, &str)> = metric
+                .labels
+                .iter()
+                .map(|l| l.name())
+                .zip(old.iter().copied())
+                .collect();
             self.exemplars.forget(name, &mut labels);
             self.evicted.with_label_values(&[name]).inc();
         }

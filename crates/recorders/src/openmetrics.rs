@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 
+use crate::labels::encode_key;
 use crate::spans::JobTraceIds;
 
 /// The Content-Type of an OpenMetrics scrape.
@@ -74,14 +75,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A series' key in the exemplar store, written into `out`: the metric and its labels
-/// sorted by name, each string prefixed with its length (so no two series share a key).
-fn series_key(metric: &str, sorted_labels: &[(&str, &str)], out: &mut String) {
-    out.clear();
-    for part in std::iter::once(metric).chain(sorted_labels.iter().flat_map(|(k, v)| [*k, *v])) {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}:", part.len());
-        out.push_str(part);
-    }
+/// sorted by name (sorted here, in place), as [`encode_key`] writes them.
+fn series_key(metric: &str, labels: &mut [(&str, &str)], out: &mut String) {
+    labels.sort_unstable();
+    let pairs = labels.iter().flat_map(|(k, v)| [*k, *v]);
+    encode_key(std::iter::once(metric).chain(pairs), out);
 }
 
 impl Exemplars {
@@ -114,7 +112,6 @@ impl Exemplars {
             .iter()
             .position(|b| value <= *b)
             .unwrap_or(bounds.len());
-        labels.sort_unstable();
         let mut guard = lock(&self.store.by_series);
         let series = &mut *guard;
         series_key(metric, labels, &mut series.scratch);
@@ -134,7 +131,6 @@ impl Exemplars {
 
     /// The series was evicted: forget its exemplars.
     pub(crate) fn forget(&self, metric: &str, labels: &mut [(&str, &str)]) {
-        labels.sort_unstable();
         let mut key = String::new();
         series_key(metric, labels, &mut key);
         lock(&self.store.by_series).buckets.remove(&key);
@@ -146,9 +142,8 @@ impl Exemplars {
             return String::new();
         };
         let mut pairs: Vec<(&str, &str)> = labels.iter().map(|l| (l.name(), l.value())).collect();
-        pairs.sort_unstable();
         let mut key = String::new();
-        series_key(metric, &pairs, &mut key);
+        series_key(metric, &mut pairs, &mut key);
         let exemplar = lock(&self.store.by_series)
             .buckets
             .get(&key)
@@ -336,7 +331,7 @@ mod tests {
     fn series_keys_tell_every_series_apart() {
         let key = |metric: &str, labels: &[(&str, &str)]| {
             let mut out = String::new();
-            series_key(metric, labels, &mut out);
+            series_key(metric, &mut labels.to_vec(), &mut out);
             out
         };
         assert_ne!(key("m", &[("ab", "c")]), key("m", &[("a", "bc")]));

@@ -144,14 +144,17 @@ impl Recorder for SpanRecorder {
     }
     fn record_job_completed(&self, job: &JobCompleted) {
         let attempt = match self.attempts.on_completed(&job.common) {
-            // Usually looked up while the job ran: no wait (and no timer) to set up.
-            Some(lookup) if lookup.borrow().is_some() => {
-                JobAttempt::Known(lookup.borrow().unwrap_or(ids::UNKNOWN_ATTEMPT))
+            Some(attempt) => {
+                let known = *attempt.borrow();
+                match known {
+                    // Usually looked up while the job ran: no wait (and no timer) to set up.
+                    Some(known) => JobAttempt::Known(known),
+                    None => JobAttempt::Lookup {
+                        attempt,
+                        deadline: tokio::time::Instant::now() + RUN_ATTEMPT_WAIT,
+                    },
+                }
             }
-            Some(attempt) => JobAttempt::Lookup {
-                attempt,
-                deadline: tokio::time::Instant::now() + RUN_ATTEMPT_WAIT,
-            },
             None => JobAttempt::Known(ids::UNKNOWN_ATTEMPT),
         };
         self.export.enqueue_job(PendingJob {
